@@ -1,0 +1,1 @@
+"""The judgment data layer: canonical examples, loaders, converters, and training views."""
