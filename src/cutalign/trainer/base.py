@@ -1,0 +1,258 @@
+"""`JudgmentTrainer`: what every judgment-based trainer shares.
+
+Model and tokenizer loading (any `AutoModelForCausalLM`, optional PEFT), dataset preparation
+through the data layer (templates, truncation, dropping, Align-P downsampling: one code path for
+every method), the context collator, per-context log-probs without full logits, metric
+logging in TRL's `_metrics` style, and a model card. Subclasses say which contexts they need
+(`grad_contexts` / `nograd_contexts`) and implement `compute_method_loss`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, Trainer
+
+from cutalign.data.collator import ContextCollator, block_to_matrices
+from cutalign.data.report import DropReport
+from cutalign.data.sampling import downsample_positives
+from cutalign.data.templates import get_template
+from cutalign.data.views import ViewBuilder, build_dataset
+from cutalign.logprobs import token_logprobs
+from cutalign.trainer.config import JudgmentTrainingConfig
+from cutalign.trainer.model_card import write_model_card
+
+logger = logging.getLogger(__name__)
+
+ContextLogps = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+class JudgmentTrainer(Trainer):
+    """Base class: subclasses set the contexts and the loss; everything else is shared."""
+
+    method_name: str = "judgment"
+    grad_contexts: tuple[str, ...] = ("plain",)
+    nograd_contexts: tuple[str, ...] = ()
+    # Whether compute_method_loss returns a per-example mean that may be rescaled to the whole
+    # accumulation window (exact gradient accumulation); False keeps the Trainer's mean of means.
+    per_example_loss: bool = True
+
+    def __init__(
+        self,
+        model: str | PreTrainedModel | nn.Module,
+        args: JudgmentTrainingConfig,
+        train_dataset: datasets.Dataset | Sequence[dict] | None = None,
+        eval_dataset: datasets.Dataset | Sequence[dict] | None = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        peft_config: Any | None = None,
+        callbacks: list | None = None,
+        optimizers: tuple = (None, None),
+    ) -> None:
+        model_id = model if isinstance(model, str) else getattr(getattr(model, "config", None), "_name_or_path", None)
+        if isinstance(model, str):
+            model = load_causal_lm(model, args.model_init_kwargs)
+        if processing_class is None:
+            if model_id is None:
+                raise ValueError("processing_class (the tokenizer) is required when the model is not a path or id")
+            processing_class = AutoTokenizer.from_pretrained(model_id)
+        ensure_pad_token(processing_class)
+        model = prepare_model(model, peft_config, args)
+        self.base_model_id = model_id
+        self.drop_report = DropReport()
+        self.template = get_template(
+            args.template, processing_class, judgment_placement=args.judgment_placement,
+            system_prompt=args.system_prompt,
+        )
+        train_dataset = self._prepare_dataset(train_dataset, processing_class, args, "train")
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {k: self._prepare_dataset(v, processing_class, args, k) for k, v in eval_dataset.items()}
+        else:
+            eval_dataset = self._prepare_dataset(eval_dataset, processing_class, args, "eval")
+        collator = ContextCollator(
+            pad_token_id=processing_class.pad_token_id,
+            grad_contexts=self.grad_contexts,
+            nograd_contexts=self.nograd_contexts,
+            padding_free=args.padding_free,
+        )
+        super().__init__(
+            model=model, args=args, data_collator=collator, train_dataset=train_dataset,
+            eval_dataset=eval_dataset, processing_class=processing_class, callbacks=callbacks,
+            optimizers=optimizers,
+        )
+        # Our loss is normalised in compute_loss (see _get_num_items_in_batch); the Trainer must
+        # neither pass num_items to the model nor divide again.
+        self.model_accepts_loss_kwargs = False
+        self.loss_is_scaled_for_ga = self.per_example_loss
+        self._metrics: dict[str, defaultdict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._tokens = {"real": 0, "computed": 0}
+        self._last_log_time = time.perf_counter()
+
+    # ------------------------------------------------------------------ data
+    def view_contexts(self) -> tuple[str, ...]:
+        """Contexts the view builder must produce (may differ from the forward-pass contexts)."""
+        return self.grad_contexts + self.nograd_contexts
+
+    def _prepare_dataset(
+        self,
+        dataset: datasets.Dataset | Sequence[dict] | None,
+        tokenizer: PreTrainedTokenizerBase,
+        args: JudgmentTrainingConfig,
+        name: str,
+    ) -> datasets.Dataset | None:
+        """Canonical examples -> tokenised views, with every drop counted in `self.drop_report`."""
+        if dataset is None:
+            return None
+        if not isinstance(dataset, datasets.Dataset):
+            dataset = datasets.Dataset.from_list(list(dataset))
+        if "completion_ids" in dataset.column_names:  # already tokenised by the caller
+            return dataset
+        builder = ViewBuilder(tokenizer, self.template, max_length=args.max_length,
+                              fake_positive=args.fake_positive_text)
+        with args.main_process_first(desc=f"tokenising {name} dataset"):
+            views, dropped = build_dataset(dataset, builder, self.view_contexts(), num_proc=args.dataset_num_proc,
+                                           desc=f"Tokenising {name} dataset")
+        views = self.select_examples(views, args, dropped)
+        self.drop_report.merge(dropped)
+        for line in dropped.lines():
+            logger.warning("%s dataset: dropped %s", name, line)
+        if len(views) == 0:
+            raise ValueError(f"no {name} examples left after preparation; dropped: {dropped.as_dict()}")
+        return views
+
+    def select_examples(self, views: datasets.Dataset, args: JudgmentTrainingConfig,
+                        dropped: DropReport) -> datasets.Dataset:
+        """Method-specific selection after tokenisation (CUT: Align-P downsampling)."""
+        return views
+
+    def _set_signature_columns_if_needed(self) -> None:
+        # The collator reads our feature columns; nothing should be removed by signature.
+        self._signature_columns = None
+
+    # ------------------------------------------------------------------ loss
+    def context_logps(self, model: nn.Module, inputs: dict[str, Any]) -> ContextLogps:
+        """Per-context [B, T] log-probs (and masks) of the targets; no-grad contexts without gradient."""
+        batch_size = int(inputs["is_negative"].shape[0])
+        out: ContextLogps = {}
+        for key, contexts, grad in (("grad", self.grad_contexts, True), ("nograd", self.nograd_contexts, False)):
+            block = inputs.get(key)
+            if block is None or not contexts:
+                continue
+            with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+                logp = token_logprobs(model, block, chunk_size=self.args.logprob_chunk_size)
+            out.update(block_to_matrices(logp, block, contexts, batch_size))
+            self._count_tokens(block)
+        return out
+
+    def compute_method_loss(self, model: nn.Module, inputs: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Return (per-example-mean loss of the micro-batch, metrics to log)."""
+        raise NotImplementedError
+
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: torch.Tensor | int | None = None):
+        loss, metrics = self.compute_method_loss(model, inputs)
+        mode = "train" if model.training else "eval"
+        for key, value in metrics.items():
+            self._metrics[mode][key].append(float(value))
+        if self.per_example_loss and num_items_in_batch is not None and model.training:
+            # Sum over this micro-batch's examples / examples in the whole accumulation window (all
+            # processes), so accumulation and data parallelism give the large-batch gradient exactly.
+            loss = loss * inputs["is_negative"].shape[0] / num_items_in_batch
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                loss = loss * self.args.world_size
+        return (loss, None) if return_outputs else loss
+
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor | None:
+        """Examples in the accumulation window (not label tokens): the paper's loss is per example."""
+        if not self.per_example_loss or not batch_samples:
+            return None
+        count = torch.tensor(sum(int(b["is_negative"].shape[0]) for b in batch_samples), device=device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            count = self.accelerator.gather(count).sum()
+        return count
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss, _ = self.compute_method_loss(model, inputs)
+        return loss.detach(), None, None
+
+    # ------------------------------------------------------------------ logging
+    def _count_tokens(self, block: dict[str, torch.Tensor]) -> None:
+        mask = block.get("attention_mask")
+        self._tokens["computed"] += int(block["input_ids"].numel())
+        self._tokens["real"] += int(mask.sum()) if mask is not None else int(block["input_ids"].numel())
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        averaged = {k: sum(v) / len(v) for k, v in self._metrics[mode].items() if v}
+        if mode == "eval":
+            averaged = {f"eval_{k}": v for k, v in averaged.items()}
+        elif self._tokens["computed"]:
+            now = time.perf_counter()
+            averaged["tokens_per_second"] = self._tokens["real"] / max(now - self._last_log_time, 1e-9)
+            averaged["useful_token_fraction"] = self._tokens["real"] / self._tokens["computed"]
+            self._tokens = {"real": 0, "computed": 0}
+            self._last_log_time = now
+        logs = {**logs, **averaged}
+        self._metrics[mode].clear()
+        super().log(logs, start_time)
+
+    def create_model_card(self, **kwargs: Any) -> None:
+        """A model card naming the method, the paper, the base model, the data and the results."""
+        if self.is_world_process_zero():
+            write_model_card(Path(self.args.output_dir), self, **kwargs)
+
+
+def load_causal_lm(model_id: str, init_kwargs: dict[str, Any] | str | None) -> PreTrainedModel:
+    """Load any causal LM from a path or hub id; safetensors only and no remote code unless asked."""
+    kwargs = dict(init_kwargs or {}) if not isinstance(init_kwargs, str) else _parse_json_kwargs(init_kwargs)
+    kwargs.setdefault("use_safetensors", True)
+    kwargs.setdefault("trust_remote_code", False)
+    dtype = kwargs.get("dtype")
+    if isinstance(dtype, str) and dtype not in ("auto", None):
+        kwargs["dtype"] = getattr(torch, dtype)
+    return AutoModelForCausalLM.from_pretrained(model_id, **kwargs)
+
+
+def _parse_json_kwargs(text: str) -> dict[str, Any]:
+    import json
+
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError(f"model_init_kwargs must be a JSON object, got {text!r}")
+    return value
+
+
+def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Causal LMs often lack a pad token; padding positions are masked, so EOS (or UNK) serves."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
+    if tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has neither a pad, unk nor eos token to pad with")
+
+
+def prepare_model(model: nn.Module, peft_config: Any | None, args: JudgmentTrainingConfig) -> nn.Module:
+    """Wrap in PEFT when asked, keep gradient checkpointing working with adapters, drop dropout."""
+    if args.disable_dropout:
+        for module in model.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = 0.0
+    if peft_config is None:
+        return model
+    from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+    if isinstance(model, PeftModel):
+        raise ValueError("the model is already a PeftModel; pass peft_config=None or the base model")
+    if getattr(model, "is_loaded_in_8bit", False) or getattr(model, "is_loaded_in_4bit", False):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
+    elif args.gradient_checkpointing:
+        model.enable_input_require_grads()
+    return get_peft_model(model, peft_config)

@@ -1,0 +1,173 @@
+"""Training configurations: `TrainingArguments` dataclasses with help metadata.
+
+`JudgmentTrainingConfig` holds what every judgment-based method shares (templates, truncation,
+polarity, Align-P downsampling, log-prob chunking); `CUTConfig` adds the CUT loss. Every field is a
+`--field_name` flag of `cutalign train` and a key of its YAML config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import TrainingArguments
+
+from cutalign.data.templates import DEFAULT_FAKE_POSITIVE
+
+TEMPLATES = ("alpaca", "chat")
+JUDGMENT_PLACEMENTS = ("user", "system")
+LOSS_MODES = ("paper", "official")
+MISALIGN_MODES = ("fake_positive", "instruction_only")
+
+
+@dataclass
+class JudgmentTrainingConfig(TrainingArguments):
+    """Data handling shared by CUT and the MLE-style baselines.
+
+    Defaults differ from `TrainingArguments` where the official CUT recipe says so (learning rate
+    4e-4 with cosine decay, seed 42) and where judgment data needs it (length-grouped batches, no
+    column removal since the collator reads our own columns).
+    """
+
+    # -- templates and contexts
+    template: str = field(
+        default="alpaca",
+        metadata={"help": "Prompt template: 'alpaca' (the paper's templates) or 'chat' (the tokenizer's chat template).",
+                  "choices": list(TEMPLATES)},
+    )
+    judgment_placement: str = field(
+        default="user",
+        metadata={"help": "With template='chat': put the judgment in the user turn or in a system turn.",
+                  "choices": list(JUDGMENT_PLACEMENTS)},
+    )
+    system_prompt: str | None = field(
+        default=None, metadata={"help": "With template='chat': an optional system message for every context."}
+    )
+    fake_positive_text: str = field(
+        default=DEFAULT_FAKE_POSITIVE,
+        metadata={"help": "The fake positive judgment j+ of the misaligned context [x, j+] (paper Table 1)."},
+    )
+    # -- data
+    max_length: int = field(
+        default=2048,
+        metadata={"help": "Maximum tokens of context + response. Contexts are truncated from the left; an example "
+                          "whose response alone cannot fit is dropped and counted."},
+    )
+    positive_ratio: float | None = field(
+        default=0.25,
+        metadata={"help": "Keep at most int(positive_ratio * #negatives) positives (seeded random subset), as the "
+                          "official code. Set to a negative value or null to keep all positives."},
+    )
+    score_threshold: float = field(
+        default=7.0,
+        metadata={"help": "Polarity rule when an example has no `label`: null judgment or score >= this is positive."},
+    )
+    positive_pattern: str | None = field(
+        default=None,
+        metadata={"help": "Optional regex: judgments matching it (e.g. '^perfect') are positive when no label is set."},
+    )
+    dataset_num_proc: int | None = field(
+        default=None, metadata={"help": "Processes for tokenising the dataset (datasets.map num_proc)."}
+    )
+    # -- compute
+    padding_free: bool = field(
+        default=False,
+        metadata={"help": "Pack each forward pass's sequences into one row with restarting position_ids instead of "
+                          "padding (needs an attention implementation that detects packed sequences, e.g. sdpa or "
+                          "flash_attention_2 in transformers 5)."},
+    )
+    logprob_chunk_size: int = field(
+        default=1024,
+        metadata={"help": "Response positions projected through the LM head at once; the [tokens, vocab] logits of "
+                          "one chunk are the largest tensor the loss ever holds."},
+    )
+    disable_dropout: bool = field(
+        default=False, metadata={"help": "Set every dropout probability of the model to 0."}
+    )
+    model_init_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": "Keyword arguments for AutoModelForCausalLM.from_pretrained when `model` is a string."},
+    )
+    # -- TrainingArguments defaults that differ
+    learning_rate: float = field(default=4e-4, metadata={"help": "Peak learning rate (official LoRA recipe: 4e-4)."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
+    seed: int = field(default=42, metadata={"help": "Random seed (official runs: 42)."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every N optimizer steps."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: the collator reads cutalign's own feature columns."}
+    )
+    train_sampling_strategy: str = field(
+        default="group_by_length",
+        metadata={"help": "Batch sampling: 'group_by_length' (default, keeps padding low), 'random' or 'sequential'."},
+    )
+    length_column_name: str = field(default="length", metadata={"help": "Column with each example's token count."})
+
+    def __post_init__(self) -> None:
+        _check_choice("template", self.template, TEMPLATES)
+        _check_choice("judgment_placement", self.judgment_placement, JUDGMENT_PLACEMENTS)
+        if self.max_length < 2:
+            raise ValueError(f"max_length must be at least 2, got {self.max_length}")
+        if self.logprob_chunk_size < 1:
+            raise ValueError(f"logprob_chunk_size must be positive, got {self.logprob_chunk_size}")
+        if self.positive_ratio is not None and self.positive_ratio < 0:
+            self.positive_ratio = None
+        if not self.fake_positive_text.strip():
+            raise ValueError("fake_positive_text must not be empty")
+        super().__post_init__()
+
+
+@dataclass
+class CUTConfig(JudgmentTrainingConfig):
+    """Contrastive Unlikelihood Training (arXiv 2312.14591): the loss and its ablations.
+
+    `mode='paper'` follows the paper's equations (per-example normalisation, focal weight
+    alpha * p(t|x,j-)^gamma); `mode='official'` reproduces the official code's reduction.
+    """
+
+    threshold: float = field(
+        default=1.1,
+        metadata={"help": "Detection threshold lambda: token t is inappropriate when p(t|x,j-) > lambda * "
+                          "p(t|misaligned). Paper: 1.1 online, 1.2 offline."},
+    )
+    alpha: float = field(
+        default=1.0, metadata={"help": "Unlikelihood weight (official `weight_unlike`: 1.0 online, 0.5 offline)."}
+    )
+    gamma: float = field(
+        default=0.0,
+        metadata={"help": "Focal exponent of the dynamic weight alpha * p(t|x,j-)^gamma (paper grid 0.25-2; 0 = "
+                          "constant weight as in the official code)."},
+    )
+    mode: str = field(
+        default="paper",
+        metadata={"help": "Loss reduction: 'paper' (per-example, L1 + L2) or 'official' (official code).",
+                  "choices": list(LOSS_MODES)},
+    )
+    misalign_mode: str = field(
+        default="fake_positive",
+        metadata={"help": "Misaligned context for detection: 'fake_positive' ([x, j+], paper Eq. 5; one extra "
+                          "no-grad pass) or 'instruction_only' (bare x, as the official code).",
+                  "choices": list(MISALIGN_MODES)},
+    )
+    no_l1: bool = field(default=False, metadata={"help": "Ablation: drop L1 (the unlikelihood part)."})
+    no_align_p: bool = field(default=False, metadata={"help": "Ablation: drop the Align-P part of L2."})
+    no_align_n: bool = field(default=False, metadata={"help": "Ablation: drop the Align-N part of L2."})
+    no_detection: bool = field(
+        default=False, metadata={"help": "Ablation: unlikelihood on every response token of negatives."}
+    )
+    no_dynamic_weight: bool = field(
+        default=False, metadata={"help": "Ablation: constant weight alpha instead of alpha * p^gamma."}
+    )
+
+    def __post_init__(self) -> None:
+        _check_choice("mode", self.mode, LOSS_MODES)
+        _check_choice("misalign_mode", self.misalign_mode, MISALIGN_MODES)
+        if self.threshold <= 0:
+            raise ValueError(f"threshold must be > 0, got {self.threshold}")
+        if self.alpha < 0 or self.gamma < 0:
+            raise ValueError(f"alpha and gamma must be >= 0, got alpha={self.alpha}, gamma={self.gamma}")
+        super().__post_init__()
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
