@@ -1,0 +1,312 @@
+"""Per-token log-probs of target tokens without ever materialising ``[batch, seq, vocab]`` logits.
+
+Why: a causal LM's logits take ``B * S * V * 4`` bytes in fp32 -- 8 x 2048 x 128k x 4 B = 8.6 GB
+per context, and CUT scores every response under two or three contexts. Only ``log p(target)`` at
+the response positions is needed, so :func:`token_logprobs` asks the model for its final hidden
+states (``logits_to_keep=1`` keeps the model's own logits to one position per row), picks the
+positions that predict a target, and :func:`chunked_head_logprobs` projects them through the LM head
+a chunk of rows at a time. The backward pass recomputes each chunk's logits, so the largest
+vocabulary-sized tensor ever alive is one chunk's ``[chunk, V]``, forward and backward alike.
+
+Precision: a chunk's logits are computed in the head's dtype (or the active autocast dtype), as
+``lm_head(hidden)`` would be, then upcast to fp32 for the log-softmax; results are fp32 and
+gradients come back in the inputs' dtypes. The weight gradient is accumulated chunk by chunk in
+the compute dtype. Gemma-2 style ``final_logit_softcapping`` (``cap * tanh(logits / cap)``) is
+applied in fp32.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+DEFAULT_CHUNK_SIZE = 1024
+
+# Heads whose logits were checked once against the model's own (see `_verify_head_once`).
+_VERIFIED_HEADS: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+
+
+def chunked_head_logprobs(
+    hidden: Tensor,
+    head: nn.Module | Tensor,
+    targets: Tensor,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    softcap: float | None = None,
+) -> Tensor:
+    """``log_softmax(head(hidden))[i, targets[i]]`` for every row, as fp32 ``[N]``, chunk by chunk.
+
+    ``head`` is the LM head: a weight ``[V, H]`` or a plain ``nn.Linear`` (fast path: a custom
+    autograd function that recomputes each chunk in backward; a tied embedding weight just gets
+    gradient from both uses), or any other ``[n, H] -> [n, V]`` module such as a PEFT LoRA-wrapped
+    ``lm_head`` (each chunk then runs under ``torch.utils.checkpoint``). With gradients off nothing
+    is saved for backward.
+    """
+    _check_head_inputs(hidden, targets, chunk_size, softcap)
+    if hidden.shape[0] == 0:
+        return _upcast(hidden.sum(dim=-1))  # [0], still attached to the graph
+    weight, bias = _linear_parameters(head)
+    if weight is None:
+        return _module_logprobs(hidden, head, targets, chunk_size, softcap)
+    _check_weight(weight, bias, hidden)
+    _check_targets(targets, weight.shape[0])
+    compute_dtype = _compute_dtype(hidden, weight)
+    needs_grad = any(t is not None and t.requires_grad for t in (hidden, weight, bias))
+    if torch.is_grad_enabled() and needs_grad:
+        return _ChunkedLinearLogprobs.apply(hidden, weight, bias, targets, chunk_size, softcap, compute_dtype)
+    with torch.autocast(hidden.device.type, enabled=False):
+        return _linear_forward(hidden, weight, bias, targets, chunk_size, softcap, compute_dtype)[0]
+
+
+def token_logprobs(model: nn.Module, block: Mapping[str, Tensor], *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Tensor:
+    """fp32 ``[N]`` log-probs of ``block["target_ids"]``, each predicted at ``block["logit_index"]``.
+
+    ``block`` is one collator block: ``input_ids [R, L]``, ``attention_mask`` (absent in
+    padding-free mode, where ``position_ids`` restart per packed sequence), ``position_ids``, and
+    ``logit_index`` into the flattened ``[R * L]`` positions. The top-level ``model`` is called, as
+    DDP / FSDP / DeepSpeed wrappers require; the LM head is applied here. Call it under
+    ``torch.no_grad()`` for a pass without gradient: then nothing is kept for backward.
+    """
+    logit_index, targets = block["logit_index"], block["target_ids"]
+    outputs = model(**_model_inputs(block), output_hidden_states=True, logits_to_keep=1, use_cache=False)
+    hidden = outputs.hidden_states[-1]  # post-final-norm in transformers 5 (checked once below)
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    if logit_index.dim() != 1 or logit_index.dtype != torch.long or logit_index.shape != targets.shape:
+        raise ValueError(
+            f"block['logit_index'] must be int64 with the shape of target_ids {tuple(targets.shape)}; got "
+            f"{logit_index.dtype} {tuple(logit_index.shape)}"
+        )
+    if logit_index.numel() and not (int(logit_index.min()) >= 0 and int(logit_index.max()) < flat.shape[0]):
+        raise ValueError(f"block['logit_index'] points outside the {flat.shape[0]} positions of input_ids")
+    head, softcap = output_head(model)
+    logprobs = chunked_head_logprobs(
+        flat.index_select(0, logit_index), head, targets, chunk_size=chunk_size, softcap=softcap
+    )
+    _verify_head_once(head, softcap, hidden[:, -1], getattr(outputs, "logits", None))
+    return logprobs
+
+
+def naive_token_logprobs(model: nn.Module, block: Mapping[str, Tensor]) -> Tensor:
+    """The reference: the model's full ``[R, L, V]`` logits, fp32 log-softmax, gather.
+
+    Exactly what :func:`token_logprobs` avoids; for tests and benchmarks.
+    """
+    logits = model(**_model_inputs(block), use_cache=False).logits
+    logprobs = _upcast(logits).log_softmax(dim=-1).reshape(-1, logits.shape[-1])
+    return logprobs[block["logit_index"], block["target_ids"]]
+
+
+def output_head(model: nn.Module) -> tuple[nn.Module, float | None]:
+    """The LM head module and the config's ``final_logit_softcapping`` (text config aware).
+
+    Unwraps DDP / DeepSpeed (``.module``); a PEFT model forwards ``get_output_embeddings`` to its
+    base model, and LoRA layers are injected in place, so they are part of what is returned.
+    """
+    inner = model
+    while not hasattr(inner, "get_output_embeddings") and isinstance(getattr(inner, "module", None), nn.Module):
+        inner = inner.module
+    head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
+    if head is None:
+        raise ValueError(f"{type(model).__name__} has no output embeddings (get_output_embeddings() is None)")
+    config = inner.config
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return head, getattr(text_config, "final_logit_softcapping", None)
+
+
+class _ChunkedLinearLogprobs(torch.autograd.Function):
+    """Log-probs through a linear head; backward recomputes each chunk's logits from the saved lse."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, chunk_size: int,
+        softcap: float | None, compute_dtype: torch.dtype,
+    ) -> Tensor:
+        with torch.autocast(hidden.device.type, enabled=False):
+            logprobs, lse = _linear_forward(hidden, weight, bias, targets, chunk_size, softcap, compute_dtype)
+        ctx.save_for_backward(hidden, weight, bias, targets, lse)
+        ctx.chunk_size, ctx.softcap, ctx.compute_dtype = chunk_size, softcap, compute_dtype
+        return logprobs
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_logprobs: Tensor) -> tuple[Tensor | None, ...]:
+        hidden, weight, bias, targets, lse = ctx.saved_tensors
+        need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
+        dtype, softcap = ctx.compute_dtype, ctx.softcap
+        w = weight.to(dtype)
+        b = None if bias is None else bias.to(dtype)
+        grad_hidden = torch.empty_like(hidden) if need_hidden else None
+        grad_weight = torch.zeros_like(w) if need_weight else None
+        grad_bias = torch.zeros(w.shape[0], dtype=_upcast_dtype(dtype), device=w.device) if need_bias else None
+        with torch.autocast(hidden.device.type, enabled=False):
+            for rows in _chunks(hidden.shape[0], ctx.chunk_size):
+                h = hidden[rows].to(dtype)
+                logits, squashed = _chunk_logits(h, w, b, softcap)
+                g = grad_logprobs[rows, None].to(logits.dtype)
+                # d log p(target) / d logits = onehot(target) - softmax
+                d_logits = torch.exp(logits.sub_(lse[rows, None])).mul_(-g)
+                d_logits.scatter_add_(1, targets[rows, None], g)
+                if squashed is not None:  # d(cap * tanh(z / cap)) / dz = 1 - tanh^2
+                    d_logits.mul_(1 - squashed.square())
+                if need_bias:
+                    grad_bias += d_logits.sum(dim=0)
+                d_logits = d_logits.to(dtype)
+                if need_hidden:
+                    grad_hidden[rows] = d_logits @ w
+                if need_weight:
+                    grad_weight.addmm_(d_logits.t(), h)
+        return (
+            grad_hidden,
+            None if grad_weight is None else grad_weight.to(weight.dtype),
+            None if grad_bias is None else grad_bias.to(bias.dtype),
+            None, None, None, None,
+        )
+
+
+def _linear_forward(
+    hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, chunk_size: int,
+    softcap: float | None, dtype: torch.dtype,
+) -> tuple[Tensor, Tensor]:
+    """``(log-probs, logsumexp)``, both fp32 ``[N]``, one ``[chunk, V]`` logits tensor at a time."""
+    w = weight.to(dtype)
+    b = None if bias is None else bias.to(dtype)
+    logprobs = torch.empty(hidden.shape[0], dtype=_upcast_dtype(dtype), device=hidden.device)
+    lse = torch.empty_like(logprobs)
+    for rows in _chunks(hidden.shape[0], chunk_size):
+        logits, _ = _chunk_logits(hidden[rows].to(dtype), w, b, softcap)
+        lse[rows] = torch.logsumexp(logits, dim=-1)
+        logprobs[rows] = logits.gather(1, targets[rows, None]).squeeze(1) - lse[rows]
+    return logprobs, lse
+
+
+def _chunk_logits(h: Tensor, w: Tensor, b: Tensor | None, softcap: float | None) -> tuple[Tensor, Tensor | None]:
+    """fp32 logits of one chunk and, with softcapping, the ``tanh`` the backward pass needs."""
+    raw = _upcast(F.linear(h, w, b))
+    if softcap is None:
+        return raw, None
+    squashed = torch.tanh(raw / softcap)
+    return squashed * softcap, squashed
+
+
+def _module_logprobs(hidden: Tensor, head: nn.Module, targets: Tensor, chunk_size: int, softcap: float | None) -> Tensor:
+    """Any head module: each chunk under activation checkpointing, so backward recomputes it."""
+    vocab = getattr(head, "out_features", None)
+    if isinstance(vocab, int):
+        _check_targets(targets, vocab)
+    needs_grad = hidden.requires_grad or any(p.requires_grad for p in head.parameters())
+    pieces = []
+    for rows in _chunks(hidden.shape[0], chunk_size):
+        args = (head, hidden[rows], targets[rows], softcap)
+        if torch.is_grad_enabled() and needs_grad:
+            pieces.append(checkpoint(_module_chunk_logprobs, *args, use_reentrant=False))
+        else:
+            pieces.append(_module_chunk_logprobs(*args))
+    return torch.cat(pieces)
+
+
+def _module_chunk_logprobs(head: nn.Module, hidden: Tensor, targets: Tensor, softcap: float | None) -> Tensor:
+    logits = _upcast(head(hidden))
+    if softcap is not None:
+        logits = softcap * torch.tanh(logits / softcap)
+    return logits.gather(1, targets[:, None]).squeeze(1) - logits.logsumexp(dim=-1)
+
+
+def _verify_head_once(head: nn.Module, softcap: float | None, last_hidden: Tensor, model_logits: Tensor | None) -> None:
+    """Compare our head's logits with the model's own at the last position, once per head.
+
+    Catches models whose ``hidden_states[-1]`` is not the head's input or whose forward transforms
+    the logits beyond softcapping (e.g. a logit scale), which would otherwise give silently wrong
+    log-probs. Only plain linear heads are checked (no dropout, so the comparison is exact).
+    """
+    weight, bias = _linear_parameters(head)
+    if weight is None or model_logits is None or head in _VERIFIED_HEADS:
+        return
+    with torch.no_grad(), torch.autocast(last_hidden.device.type, enabled=False):
+        dtype = _compute_dtype(last_hidden, weight)
+        w, b = weight.to(dtype), None if bias is None else bias.to(dtype)
+        ours, _ = _chunk_logits(last_hidden.to(dtype), w, b, softcap)
+        theirs = model_logits[:, -1].float()
+        scale = 1 + float(theirs.abs().max()) if theirs.numel() else 1.0
+        if ours.shape != theirs.shape or not torch.allclose(ours, theirs, rtol=0, atol=1e-2 * scale):
+            raise RuntimeError(
+                f"{type(head).__name__} applied to hidden_states[-1] does not reproduce the model's logits: "
+                "this architecture transforms hidden states or logits in a way token_logprobs does not "
+                "know (e.g. a logit scale); use naive_token_logprobs for it"
+            )
+    _VERIFIED_HEADS.add(head)
+
+
+def _model_inputs(block: Mapping[str, Tensor]) -> dict[str, Tensor | None]:
+    return {
+        "input_ids": block["input_ids"],
+        "attention_mask": block.get("attention_mask"),
+        "position_ids": block.get("position_ids"),
+    }
+
+
+def _linear_parameters(head: nn.Module | Tensor) -> tuple[Tensor | None, Tensor | None]:
+    """``(weight, bias)`` when ``head`` computes exactly ``F.linear``; ``(None, None)`` otherwise.
+
+    A subclass that overrides ``forward`` (e.g. a quantised linear layer) is not plain.
+    """
+    if isinstance(head, Tensor):
+        return head, None
+    if isinstance(head, nn.Linear) and type(head).forward is nn.Linear.forward:
+        return head.weight, head.bias
+    return None, None
+
+
+def _upcast_dtype(dtype: torch.dtype) -> torch.dtype:
+    """fp32, or fp64 for fp64 inputs (so that float64 gradient checks are exact)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _upcast(tensor: Tensor) -> Tensor:
+    return tensor.to(_upcast_dtype(tensor.dtype))
+
+
+def _compute_dtype(hidden: Tensor, weight: Tensor) -> torch.dtype:
+    device_type = hidden.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return weight.dtype
+
+
+def _chunks(total: int, chunk_size: int) -> list[slice]:
+    return [slice(start, min(start + chunk_size, total)) for start in range(0, total, chunk_size)]
+
+
+def _check_head_inputs(hidden: Tensor, targets: Tensor, chunk_size: int, softcap: float | None) -> None:
+    if hidden.dim() != 2 or not hidden.is_floating_point():
+        raise ValueError(f"hidden must be a floating-point [N, H] tensor, got {hidden.dtype} {tuple(hidden.shape)}")
+    if targets.dim() != 1 or targets.dtype != torch.long or targets.shape[0] != hidden.shape[0]:
+        raise ValueError(
+            f"targets must be int64 [N] with N={hidden.shape[0]} (rows of hidden), got {targets.dtype} "
+            f"{tuple(targets.shape)}"
+        )
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    if softcap is not None and not softcap > 0:
+        raise ValueError(f"softcap must be None or > 0, got {softcap}")
+
+
+def _check_weight(weight: Tensor, bias: Tensor | None, hidden: Tensor) -> None:
+    if weight.dim() != 2 or weight.shape[1] != hidden.shape[1] or not weight.is_floating_point():
+        raise ValueError(
+            f"the LM head weight must be a floating-point [V, {hidden.shape[1]}] tensor, got {weight.dtype} "
+            f"{tuple(weight.shape)} (a parameter sharded by FSDP or DeepSpeed ZeRO-3 is not gathered "
+            "outside the model's forward)"
+        )
+    if bias is not None and bias.shape != weight.shape[:1]:
+        raise ValueError(f"the LM head bias has shape {tuple(bias.shape)}, expected ({weight.shape[0]},)")
+
+
+def _check_targets(targets: Tensor, vocab_size: int) -> None:
+    if targets.numel() and not (int(targets.min()) >= 0 and int(targets.max()) < vocab_size):
+        raise ValueError(f"target ids must lie in [0, {vocab_size}) of the LM head's vocabulary")
