@@ -1,0 +1,136 @@
+"""`cutalign data convert|check`: turn published judgment data into canonical JSONL, and inspect it.
+
+Malformed input exits with code 2 and the file, line and field on stderr, so scripts can tell
+bad data (2) from a crash (1).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from cutalign.cli import app
+from cutalign.data.converters import CONVERTERS, convert, load_judged
+from cutalign.data.io import write_jsonl
+from cutalign.data.report import DropReport
+from cutalign.data.schema import DataError, PolarityRule
+from cutalign.data.summary import render_summary, summarize
+
+BAD_INPUT = 2
+
+data_app = typer.Typer(
+    help="Convert judgment data to the canonical format, and check or summarise it.", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+
+FormatOption = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        "-f",
+        help="Input format: canonical, cut-alpaca, shepherd, openai-critiques, ultrafeedback.",
+    ),
+]
+ThresholdOption = Annotated[
+    float,
+    typer.Option("--score-threshold", help="A score at or above this makes an unlabelled example positive."),
+]
+PatternOption = Annotated[
+    str | None,
+    typer.Option(
+        "--positive-pattern", help="Regex: an unlabelled example whose judgment matches it is positive."
+    ),
+]
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(BAD_INPUT)
+
+
+def _rule(score_threshold: float, positive_pattern: str | None) -> PolarityRule:
+    try:
+        return PolarityRule(score_threshold=score_threshold, positive_pattern=positive_pattern)
+    except ValueError as err:
+        _fail(str(err))
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in CONVERTERS:
+        _fail(f"unknown format {fmt!r}; known formats: {', '.join(sorted(CONVERTERS))}")
+
+
+def _print_drops(console: Console, report: DropReport) -> None:
+    for line in report.lines():
+        console.print(f"dropped {line}", highlight=False, soft_wrap=True)
+
+
+@data_app.command("convert")
+def convert_command(
+    inputs: Annotated[list[Path], typer.Argument(help="Input files or folders.")],
+    fmt: FormatOption,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Canonical JSONL file to write.")],
+    score_threshold: ThresholdOption = 7.0,
+    positive_pattern: PatternOption = None,
+) -> None:
+    """Convert INPUTS to canonical JSONL, printing totals and per-reason drop counts."""
+    _check_format(fmt)
+    rule = _rule(score_threshold, positive_pattern)
+    try:
+        examples, report = convert(fmt, inputs, rule)
+    except DataError as err:
+        _fail(str(err))
+    written = write_jsonl(examples, output)
+    positive = sum(1 for example in examples if example["label"])
+    console = Console()
+    console.print(
+        f"wrote {written} examples to {output} ({positive} positive, {written - positive} negative); "
+        f"dropped {report.total}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    _print_drops(console, report)
+
+
+@data_app.command("check")
+def check_command(
+    sources: Annotated[list[str], typer.Argument(help="Files, folders, saved datasets or `datasets` ids.")],
+    fmt: FormatOption = "canonical",
+    tokenizer: Annotated[
+        str | None,
+        typer.Option("--tokenizer", "-t", help="Tokenizer (local path) for token-length percentiles."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of a table.")
+    ] = False,
+    split: Annotated[str, typer.Option(help="Split to read from a `datasets` source.")] = "train",
+    score_threshold: ThresholdOption = 7.0,
+    positive_pattern: PatternOption = None,
+) -> None:
+    """Validate SOURCES and summarise them: counts, drops, and (with --tokenizer) token lengths."""
+    _check_format(fmt)
+    rule = _rule(score_threshold, positive_pattern)
+    try:
+        dataset, report = load_judged(sources, fmt, rule=rule, split=split)
+    except DataError as err:
+        _fail(str(err))
+    summary = summarize(dataset, report, tokenizer=_load_tokenizer(tokenizer) if tokenizer else None)
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    console = Console()
+    console.print(render_summary(summary))
+    _print_drops(console, report)
+
+
+def _load_tokenizer(name: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=False)
+    except (OSError, ValueError) as err:
+        _fail(f"cannot load tokenizer {name!r}: {err}")
