@@ -7,8 +7,9 @@ bad data (2) from a crash (1).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -21,6 +22,7 @@ from cutalign.data.schema import DataError, PolarityRule
 from cutalign.data.summary import render_summary, summarize
 
 BAD_INPUT = 2
+T = TypeVar("T")
 
 data_app = typer.Typer(
     help="Convert judgment data to the canonical format, and check or summarise it.", no_args_is_help=True
@@ -52,16 +54,20 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(BAD_INPUT)
 
 
-def _rule(score_threshold: float, positive_pattern: str | None) -> PolarityRule:
-    try:
-        return PolarityRule(score_threshold=score_threshold, positive_pattern=positive_pattern)
-    except ValueError as err:
-        _fail(str(err))
-
-
-def _check_format(fmt: str) -> None:
+def _load(
+    fmt: str, score_threshold: float, positive_pattern: str | None, load: Callable[[PolarityRule], T]
+) -> T:
+    """Check the format and the rule's options, then ``load`` with the rule; bad input exits with code 2."""
     if fmt not in CONVERTERS:
         _fail(f"unknown format {fmt!r}; known formats: {', '.join(sorted(CONVERTERS))}")
+    try:
+        rule = PolarityRule(score_threshold=score_threshold, positive_pattern=positive_pattern)
+    except ValueError as err:  # a --positive-pattern that is not a regex
+        _fail(str(err))
+    try:
+        return load(rule)
+    except DataError as err:
+        _fail(str(err))
 
 
 def _print_drops(console: Console, report: DropReport) -> None:
@@ -78,12 +84,7 @@ def convert_command(
     positive_pattern: PatternOption = None,
 ) -> None:
     """Convert INPUTS to canonical JSONL, printing totals and per-reason drop counts."""
-    _check_format(fmt)
-    rule = _rule(score_threshold, positive_pattern)
-    try:
-        examples, report = convert(fmt, inputs, rule)
-    except DataError as err:
-        _fail(str(err))
+    examples, report = _load(fmt, score_threshold, positive_pattern, lambda rule: convert(fmt, inputs, rule))
     written = write_jsonl(examples, output)
     positive = sum(1 for example in examples if example["label"])
     console = Console()
@@ -112,12 +113,9 @@ def check_command(
     positive_pattern: PatternOption = None,
 ) -> None:
     """Validate SOURCES and summarise them: counts, drops, and (with --tokenizer) token lengths."""
-    _check_format(fmt)
-    rule = _rule(score_threshold, positive_pattern)
-    try:
-        dataset, report = load_judged(sources, fmt, rule=rule, split=split)
-    except DataError as err:
-        _fail(str(err))
+    dataset, report = _load(
+        fmt, score_threshold, positive_pattern, lambda rule: load_judged(sources, fmt, rule=rule, split=split)
+    )
     summary = summarize(dataset, report, tokenizer=_load_tokenizer(tokenizer) if tokenizer else None)
     if as_json:
         typer.echo(json.dumps(summary))
