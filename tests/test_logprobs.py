@@ -81,6 +81,16 @@ def full_softmax_logprobs(hidden, weight, bias, targets, softcap=None):
     return logits.log_softmax(dim=-1).gather(1, targets[:, None]).squeeze(1)
 
 
+def assert_close_with_grads(ours: torch.Tensor, ref: torch.Tensor, inputs: list[torch.Tensor]) -> None:
+    """Same values, and same gradients of a random weighting of them wrt every input."""
+    weights = torch.randn(ours.shape, generator=torch.Generator().manual_seed(1))
+    ours_grads = torch.autograd.grad((ours * weights).sum(), inputs)
+    ref_grads = torch.autograd.grad((ref * weights).sum(), inputs)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+    for got, expected in zip(ours_grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
 def random_head_inputs(n: int, hidden: int, vocab: int, seed: int = 0, dtype=torch.float32):
     gen = torch.Generator().manual_seed(seed)
     h = torch.randn(n, hidden, generator=gen).to(dtype).requires_grad_()
@@ -103,13 +113,8 @@ def test_linear_head_matches_full_softmax(chunk_size: int, softcap: float | None
     if not with_bias:
         head.bias = None
     ours = chunked_head_logprobs(h, head, targets, chunk_size=chunk_size, softcap=softcap)
-    weights = torch.randn(10)
-    ours_grads = torch.autograd.grad((ours * weights).sum(), [h, *head.parameters()])
     ref = full_softmax_logprobs(h, head.weight, head.bias, targets, softcap)
-    ref_grads = torch.autograd.grad((ref * weights).sum(), [h, *head.parameters()])
-    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
-    for got, expected in zip(ours_grads, ref_grads, strict=True):
-        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert_close_with_grads(ours, ref, [h, *head.parameters()])
 
 
 @pytest.mark.parametrize("softcap", [None, 1.5])
@@ -145,23 +150,15 @@ def test_module_head_fallback_matches_full_softmax(softcap: float | None) -> Non
     h, linear, targets = random_head_inputs(n=11, hidden=8, vocab=40)
     head = ScaledHead(linear)
     ours = chunked_head_logprobs(h, head, targets, chunk_size=4, softcap=softcap)
-    ours_grads = torch.autograd.grad(ours.sum(), [h, *head.parameters()])
     ref = full_softmax_logprobs(h, linear.weight * 1.5, linear.bias * 1.5, targets, softcap)
-    ref_grads = torch.autograd.grad(ref.sum(), [h, *head.parameters()])
-    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
-    for got, expected in zip(ours_grads, ref_grads, strict=True):
-        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert_close_with_grads(ours, ref, [h, *head.parameters()])
 
 
 def test_large_vocab_small_n() -> None:
     h, head, targets = random_head_inputs(n=6, hidden=32, vocab=32000)
     ours = chunked_head_logprobs(h, head, targets, chunk_size=4)
-    ours_grads = torch.autograd.grad(ours.sum(), [h, head.weight])
     ref = full_softmax_logprobs(h, head.weight, head.bias, targets)
-    ref_grads = torch.autograd.grad(ref.sum(), [h, head.weight])
-    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
-    for got, expected in zip(ours_grads, ref_grads, strict=True):
-        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert_close_with_grads(ours, ref, [h, head.weight])
 
 
 def test_bf16_inputs_are_close_to_fp32() -> None:
@@ -284,6 +281,28 @@ def test_peft_lora_model_matches_naive(targets: list[str]) -> None:
     model = get_peft_model(tiny_model("llama"), lora)
     assert isinstance(output_head(model)[0], LoraLinear) == ("lm_head" in targets)
     assert_same_values_and_grads(model, make_block(VOCAB, lengths=[9, 6], prompt=3))
+
+
+class DataParallelLike(nn.Module):
+    """Stands in for DDP / DeepSpeed: the model is ``.module`` and only the wrapper may be called."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, **kwargs):
+        return self.module(**kwargs)
+
+
+def test_wrapped_model_is_called_at_the_top_and_unwrapped_for_the_head() -> None:
+    model = tiny_model("gemma2")
+    wrapped = DataParallelLike(model)
+    assert output_head(wrapped) == (model.lm_head, 3.0)
+    block = make_block(VOCAB, lengths=[7, 5], prompt=2)
+    calls = []
+    wrapped.register_forward_pre_hook(lambda module, args: calls.append(module))
+    torch.testing.assert_close(token_logprobs(wrapped, block), naive_token_logprobs(model, block))
+    assert calls == [wrapped]
 
 
 def test_padding_free_block_matches_padded() -> None:

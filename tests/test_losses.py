@@ -70,8 +70,8 @@ def test_paper_mixed_batch_by_hand() -> None:
     # l2 averages L2 over both examples: (0.9162907 + 0.6931472) / 2
     assert out.l2.item() == pytest.approx(0.8047190, abs=1e-6)
     no_p = cut_loss(plain, judged, None, mask, neg, ablations=CUTAblations(no_align_p=True))
-    # the positive gets no term and leaves the mean: loss = the negative's 1.9560115
-    assert no_p.loss.item() == pytest.approx(1.9560115, abs=1e-6)
+    # the positive gets no term but still counts: loss = (1.9560115 + 0) / 2
+    assert no_p.loss.item() == pytest.approx(0.9780058, abs=1e-6)
 
 
 def test_paper_fake_positive_context_by_hand() -> None:
@@ -132,7 +132,7 @@ def reference_loss(plain, judged, misaligned, mask, neg, *, threshold, alpha, ga
         return judged[b, t] if neg[b] else plain[b, t]
 
     if mode == "paper":
-        rows = []
+        total = (plain.nan_to_num() * 0).sum()
         for b in range(B):
             tokens = [t for t in range(T) if mask[b, t]]
             terms = []
@@ -140,9 +140,8 @@ def reference_loss(plain, judged, misaligned, mask, neg, *, threshold, alpha, ga
                 terms.append(-sum(l1_token(b, t) for t in tokens) / len(tokens))
             if not (ablations.no_align_n if neg[b] else ablations.no_align_p):
                 terms.append(-sum(l2_token(b, t) for t in tokens) / len(tokens))
-            if terms:
-                rows.append(sum(terms))
-        return sum(rows) / len(rows) if rows else (plain.nan_to_num() * 0).sum()
+            total = total + sum(terms)
+        return total / B
     neg_tokens = [(b, t) for b in range(B) for t in range(T) if mask[b, t] and neg[b]]
     mle_tokens = [(b, t) for b in range(B) for t in range(T) if mask[b, t]
                   and not (ablations.no_align_n if neg[b] else ablations.no_align_p)]

@@ -74,17 +74,18 @@ def token_logprobs(model: nn.Module, block: Mapping[str, Tensor], *, chunk_size:
     ``torch.no_grad()`` for a pass without gradient: then nothing is kept for backward.
     """
     logit_index, targets = block["logit_index"], block["target_ids"]
-    outputs = model(**_model_inputs(block), output_hidden_states=True, logits_to_keep=1, use_cache=False)
-    hidden = outputs.hidden_states[-1]  # post-final-norm in transformers 5 (checked once below)
-    flat = hidden.reshape(-1, hidden.shape[-1])
+    positions = block["input_ids"].numel()
     if logit_index.dim() != 1 or logit_index.dtype != torch.long or logit_index.shape != targets.shape:
         raise ValueError(
             f"block['logit_index'] must be int64 with the shape of target_ids {tuple(targets.shape)}; got "
             f"{logit_index.dtype} {tuple(logit_index.shape)}"
         )
-    if logit_index.numel() and not (int(logit_index.min()) >= 0 and int(logit_index.max()) < flat.shape[0]):
-        raise ValueError(f"block['logit_index'] points outside the {flat.shape[0]} positions of input_ids")
+    if logit_index.numel() and not (int(logit_index.min()) >= 0 and int(logit_index.max()) < positions):
+        raise ValueError(f"block['logit_index'] points outside the {positions} positions of input_ids")
     head, softcap = output_head(model)
+    outputs = model(**_model_inputs(block), output_hidden_states=True, logits_to_keep=1, use_cache=False)
+    hidden = outputs.hidden_states[-1]  # post-final-norm in transformers 5 (checked once below)
+    flat = hidden.reshape(-1, hidden.shape[-1])
     logprobs = chunked_head_logprobs(
         flat.index_select(0, logit_index), head, targets, chunk_size=chunk_size, softcap=softcap
     )

@@ -46,8 +46,8 @@ class CUTAblations:
     paper mode / official mode:
 
     - ``no_l1``: drop L1 / drop ``ul_part`` (the loss is then the MLE part alone).
-    - ``no_align_p``: positives get no L2 and leave the mean over examples / positives' tokens leave
-      the MLE token mean.
+    - ``no_align_p``: positives get no L2, so they add 0 to the mean over examples (drop them from
+      the data to save their forward passes) / positives' tokens leave the MLE token mean.
     - ``no_align_n``: as ``no_align_p`` for the negatives' ``y | x, j-`` term.
     - ``no_detection``: U = every valid response token of the negatives (both modes).
     - ``no_dynamic_weight``: weight ``alpha`` instead of ``alpha * p-(t)^gamma`` / no effect (the
@@ -119,7 +119,8 @@ def cut_loss(
     (no gradient), so ``logp_judged`` receives gradient from L2 only and ``logp_misaligned`` never.
 
     ``mode="paper"``: per example ``L1 + L2`` (negatives) or ``L2`` (positives), each divided by the
-    example's response length; the loss is the mean over the examples that receive any term.
+    example's response length; the loss is the mean over all B examples (an example whose terms are
+    all ablated adds 0), so ``loss * B`` is the micro-batch's sum for exact gradient accumulation.
 
     ``mode="official"`` (the official code's reduction): ``ul_part`` = sum over the negatives'
     tokens of ``-alpha * log(1 - p(y|x))`` on U and ``-log p(y|x)`` elsewhere, divided by the number
@@ -206,7 +207,7 @@ def _reduce_paper(
     neg_ul: Tensor, neg_mle: Tensor, pos_mle: Tensor, align_n: Tensor, valid: Tensor, is_negative: Tensor,
     ablations: CUTAblations,
 ) -> _Parts:
-    """Per-example ``L1 + L2`` over response length, mean over the examples with any term."""
+    """Per-example ``L1 + L2`` over response length, mean over the batch's examples."""
     length = valid.sum(dim=1).float()
     ul_row = neg_ul.sum(dim=1) / length
     l1_row = ul_row + neg_mle.sum(dim=1) / length
@@ -214,7 +215,7 @@ def _reduce_paper(
     has_l1 = is_negative & (not ablations.no_l1)
     has_l2 = torch.where(is_negative, not ablations.no_align_n, not ablations.no_align_p)
     row_loss = torch.where(has_l1, l1_row, 0.0) + torch.where(has_l2, l2_row, 0.0)
-    loss = row_loss.sum() / (has_l1 | has_l2).sum().clamp(min=1)
+    loss = row_loss.mean()
     return loss, _masked_mean(l1_row, is_negative), _masked_mean(l2_row, has_l2), _masked_mean(ul_row, is_negative)
 
 
