@@ -33,7 +33,9 @@ def test_alpaca_constants_match_the_method_doc_verbatim(shared_dir):
     flat_doc = " ".join(doc.split())
     judge_header = JUDGE_PROMPT.split("\n\n")[0]
     assert judge_header in flat_doc
-    assert JUDGE_PROMPT.endswith("### Instruction:\n{instruction}\n\n### Response:\n{response}\n\n### Judgment:\n")
+    assert JUDGE_PROMPT.endswith(
+        "### Instruction:\n{instruction}\n\n### Response:\n{response}\n\n### Judgment:\n"
+    )
 
 
 def test_alpaca_renders_each_context():
@@ -44,7 +46,9 @@ def test_alpaca_renders_each_context():
         "request.\n\n### Instruction:\nName {a} color.\nred\n\n### Response:\n"
     )
     judged = template.judged("Add 2+2.", "The answer 5 is wrong.")
-    assert judged.endswith("### Instruction:\nAdd 2+2.\n\n### Judgment:\nThe answer 5 is wrong.\n\n### Response:\n")
+    assert judged.endswith(
+        "### Instruction:\nAdd 2+2.\n\n### Judgment:\nThe answer 5 is wrong.\n\n### Response:\n"
+    )
     critique = template.critique("Add 2+2.", "5")
     assert critique.startswith("Below is an instruction-response pair.")
     assert critique.endswith("### Instruction:\nAdd 2+2.\n\n### Response:\n5\n\n### Judgment:\n")
@@ -85,20 +89,28 @@ def test_chat_system_placed_judgment_merges_with_the_system_turn(chat_tokenizer)
     assert template.judged(with_system, "Too long.") == (
         "<s>[INST] <<SYS>>\nBe brief.\n\nJudgment: Too long.\n<</SYS>>\n\nQ [/INST]"
     )
-    assert template.judged("Q", "Too long.") == "<s>[INST] <<SYS>>\nJudgment: Too long.\n<</SYS>>\n\nQ [/INST]"
+    assert (
+        template.judged("Q", "Too long.") == "<s>[INST] <<SYS>>\nJudgment: Too long.\n<</SYS>>\n\nQ [/INST]"
+    )
 
 
 def test_chat_default_system_prompt_and_critique(chat_tokenizer):
     template = ChatTemplate(chat_tokenizer, system_prompt="Be kind.", critique_request="Judge it.")
     assert template.plain("Q") == "<s>[INST] <<SYS>>\nBe kind.\n<</SYS>>\n\nQ [/INST]"
-    assert template.critique("Q", "A") == "<s>[INST] <<SYS>>\nBe kind.\n<</SYS>>\n\nQ [/INST] A </s><s>[INST] Judge it. [/INST]"
+    assert (
+        template.critique("Q", "A")
+        == "<s>[INST] <<SYS>>\nBe kind.\n<</SYS>>\n\nQ [/INST] A </s><s>[INST] Judge it. [/INST]"
+    )
 
 
 @pytest.mark.parametrize(
     ("prompt", "message"),
     [
         ([], "ending with a user turn"),
-        ([{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}], "ending with a user turn"),
+        (
+            [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}],
+            "ending with a user turn",
+        ),
         ([{"role": "user"}], "string 'content'"),
         (["hello"], "string 'role'"),
     ],
