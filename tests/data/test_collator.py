@@ -144,6 +144,20 @@ def llama_features(llama2_tokenizer):
     ]
 
 
+def tiny_llama(vocab_size: int, attn_implementation: str) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        attn_implementation=attn_implementation,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
 def target_log_probs(model, block: dict) -> torch.Tensor:
     inputs = {k: block[k] for k in ("input_ids", "attention_mask", "position_ids") if k in block}
     with torch.no_grad():
@@ -154,17 +168,8 @@ def target_log_probs(model, block: dict) -> torch.Tensor:
 
 @pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
 def test_tiny_llama_padded_and_padding_free_agree(llama_features, llama2_tokenizer, attn_implementation):
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(llama2_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        attn_implementation=attn_implementation,
-    )
-    model = LlamaForCausalLM(config).eval()
+    model = tiny_llama(len(llama2_tokenizer), attn_implementation)
+    assert model.config._attn_implementation == attn_implementation
     contexts = GRAD[:2]
     padded = ContextCollator(PAD, contexts, (), pad_to_multiple_of=8)(llama_features)["grad"]
     packed = ContextCollator(PAD, contexts, (), pad_to_multiple_of=8, padding_free=True)(llama_features)[
@@ -185,16 +190,7 @@ def test_tiny_llama_padded_and_padding_free_agree(llama_features, llama2_tokeniz
 
 def test_padding_free_needs_use_cache_false(llama_features, llama2_tokenizer):
     """transformers 5.24 ignores packing when a KV cache is created (the default): documented pitfall."""
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(llama2_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
-    model = LlamaForCausalLM(config).eval()
+    model = tiny_llama(len(llama2_tokenizer), "sdpa")
     packed = ContextCollator(PAD, GRAD[:2], (), padding_free=True)(llama_features)["grad"]
     with torch.no_grad():
         cached = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"]).logits
