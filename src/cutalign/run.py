@@ -10,28 +10,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import datasets
 from rich.console import Console
 
-from cutalign.data.report import DropReport
+from cutalign.data.converters import load_judged
 from cutalign.data.schema import PolarityRule
 
 logger = logging.getLogger("cutalign")
 console = Console(stderr=True)
-
-
-def load_training_data(sources: list[str], data_format: str, rule: PolarityRule) -> tuple[datasets.Dataset, DropReport]:
-    """Canonical files/folders/dataset ids, or any converter's input format, as canonical examples."""
-    if not sources:
-        raise ValueError("no training data given (--data)")
-    if data_format == "canonical":
-        from cutalign.data.io import load_judged_dataset
-
-        return load_judged_dataset(sources if len(sources) > 1 else sources[0], rule=rule)
-    from cutalign.data.converters import convert
-
-    examples, report = convert(data_format, [Path(s) for s in sources], rule)
-    return datasets.Dataset.from_list(examples), report
 
 
 def resolve_checkpoint(value: str | None, output_dir: str) -> str | bool | None:
@@ -56,8 +41,9 @@ def run_training(method: str, run_args: Any, config: Any, model_args: Any, train
     if not model_args.model_name_or_path:
         raise ValueError("no model given (--model)")
     rule = PolarityRule(score_threshold=config.score_threshold, positive_pattern=config.positive_pattern)
-    train_data, load_report = load_training_data(run_args.data, run_args.data_format, rule)
-    eval_data = load_training_data(run_args.eval_data, run_args.data_format, rule)[0] if run_args.eval_data else None
+    train_data, load_report = load_judged(_one_or_many(run_args.data), run_args.data_format, rule=rule)
+    eval_data = (load_judged(_one_or_many(run_args.eval_data), run_args.data_format, rule=rule)[0]
+                 if run_args.eval_data else None)
     init_kwargs = dict(config.model_init_kwargs or {})
     init_kwargs.setdefault("dtype", model_args.dtype)
     if model_args.attn_implementation:
@@ -73,7 +59,7 @@ def run_training(method: str, run_args: Any, config: Any, model_args: Any, train
         peft_config=get_peft_config(model_args),
     )
     trainer.drop_report.merge(load_report)
-    _print_data_summary(trainer, load_report)
+    _print_data_summary(trainer)
     result = trainer.train(resume_from_checkpoint=resolve_checkpoint(config.resume_from_checkpoint, config.output_dir))
     trainer.save_model(config.output_dir)
     metrics = {**result.metrics, "train_examples": len(trainer.train_dataset),
@@ -92,7 +78,7 @@ def run_training(method: str, run_args: Any, config: Any, model_args: Any, train
     return trainer
 
 
-def _print_data_summary(trainer: Any, load_report: DropReport) -> None:
+def _print_data_summary(trainer: Any) -> None:
     if not trainer.is_world_process_zero():
         return
     data = trainer.train_dataset
@@ -102,3 +88,9 @@ def _print_data_summary(trainer: Any, load_report: DropReport) -> None:
         console.print(f"dropped examples: {trainer.drop_report.total}")
         for line in trainer.drop_report.lines():
             console.print(f"  - {line}")
+
+
+def _one_or_many(sources: list[str]) -> str | list[str]:
+    if not sources:
+        raise ValueError("no training data given (--data)")
+    return sources[0] if len(sources) == 1 else sources

@@ -9,8 +9,7 @@ import yaml
 from typer.testing import CliRunner
 
 from cutalign.cli import _register, app
-
-from ..trainer.conftest import tiny_llama
+from cutalign.demo.assets import tiny_causal_lm
 
 runner = CliRunner()
 _register()
@@ -19,7 +18,7 @@ _register()
 @pytest.fixture()
 def saved_model(tmp_path, tokenizer):
     path = tmp_path / "tiny"
-    tiny_llama(len(tokenizer)).save_pretrained(path)
+    tiny_causal_lm(tokenizer, hidden_size=32).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 

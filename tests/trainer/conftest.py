@@ -3,18 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
-
-
-def tiny_llama(vocab_size: int, seed: int = 0, **overrides) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-        bos_token_id=1, eos_token_id=2, pad_token_id=0, **overrides,
-    )
-    return LlamaForCausalLM(config)
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,9 @@ import json
 import pytest
 import torch
 
+from cutalign.demo.assets import tiny_causal_lm
 from cutalign.trainer.config import CUTConfig
 from cutalign.trainer.cut_trainer import CUTTrainer
-
-from .conftest import tiny_llama
 
 
 def make_config(tmp_path, **overrides) -> CUTConfig:
@@ -29,7 +28,7 @@ def params(model) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("misalign_mode", ["fake_positive", "instruction_only"])
 def test_two_steps_change_parameters_and_log_cut_metrics(tmp_path, tokenizer, online_examples, misalign_mode):
-    model = tiny_llama(len(tokenizer))
+    model = tiny_causal_lm(tokenizer, hidden_size=32)
     before = params(model)
     trainer = CUTTrainer(model, make_config(tmp_path, misalign_mode=misalign_mode),
                          train_dataset=online_examples, processing_class=tokenizer)
@@ -45,8 +44,9 @@ def test_two_steps_change_parameters_and_log_cut_metrics(tmp_path, tokenizer, on
 def test_positives_are_downsampled_and_counted(tmp_path, tokenizer, online_examples):
     negatives = sum(not e["label"] for e in online_examples)
     positives = len(online_examples) - negatives
-    trainer = CUTTrainer(tiny_llama(len(tokenizer)), make_config(tmp_path), train_dataset=online_examples,
-                         processing_class=tokenizer)
+    trainer = CUTTrainer(tiny_causal_lm(tokenizer, hidden_size=32), make_config(tmp_path, max_length=4096),
+                         train_dataset=online_examples, processing_class=tokenizer)
+    assert "response_too_long" not in trainer.drop_report.counts
     kept_pos = sum(not x for x in trainer.train_dataset["is_negative"])
     assert kept_pos == min(positives, int(0.25 * negatives))
     assert trainer.drop_report.counts["positive_downsampled"] == positives - kept_pos
@@ -57,7 +57,7 @@ def test_gradient_accumulation_matches_the_larger_batch(tmp_path, tokenizer, onl
     data = online_examples[:16]
 
     def run(batch: int, accumulation: int) -> dict[str, torch.Tensor]:
-        model = tiny_llama(len(tokenizer))
+        model = tiny_causal_lm(tokenizer, hidden_size=32)
         config = make_config(tmp_path / f"b{batch}", per_device_train_batch_size=batch, max_steps=1,
                              gradient_accumulation_steps=accumulation, train_sampling_strategy="sequential",
                              positive_ratio=None, optim="sgd", learning_rate=1.0)
@@ -73,12 +73,12 @@ def test_resume_from_checkpoint_continues_identically(tmp_path, tokenizer, onlin
     def config(out, steps):
         return make_config(out, max_steps=steps, save_strategy="steps", save_steps=2, positive_ratio=None)
 
-    straight = tiny_llama(len(tokenizer))
+    straight = tiny_causal_lm(tokenizer, hidden_size=32)
     CUTTrainer(straight, config(tmp_path / "a", 4), train_dataset=online_examples, processing_class=tokenizer).train()
 
-    first = tiny_llama(len(tokenizer))
+    first = tiny_causal_lm(tokenizer, hidden_size=32)
     CUTTrainer(first, config(tmp_path / "b", 2), train_dataset=online_examples, processing_class=tokenizer).train()
-    resumed = tiny_llama(len(tokenizer), seed=123)  # different init: everything must come from the checkpoint
+    resumed = tiny_causal_lm(tokenizer, hidden_size=32, seed=123)  # different init: everything must come from the checkpoint
     trainer = CUTTrainer(resumed, config(tmp_path / "b", 4), train_dataset=online_examples,
                          processing_class=tokenizer)
     trainer.train(resume_from_checkpoint=str(tmp_path / "b" / "out" / "checkpoint-2"))
@@ -89,7 +89,7 @@ def test_resume_from_checkpoint_continues_identically(tmp_path, tokenizer, onlin
 def test_lora_trains_only_the_adapter_and_saves_it(tmp_path, tokenizer, online_examples):
     from peft import LoraConfig
 
-    model = tiny_llama(len(tokenizer))
+    model = tiny_causal_lm(tokenizer, hidden_size=32)
     base = params(model)
     lora = LoraConfig(r=4, lora_alpha=4, lora_dropout=0.0, target_modules=["gate_proj", "up_proj", "down_proj"],
                       task_type="CAUSAL_LM")
@@ -105,7 +105,7 @@ def test_lora_trains_only_the_adapter_and_saves_it(tmp_path, tokenizer, online_e
 
 
 def test_eval_dataset_reports_eval_loss(tmp_path, tokenizer, online_examples):
-    trainer = CUTTrainer(tiny_llama(len(tokenizer)), make_config(tmp_path), train_dataset=online_examples[:24],
+    trainer = CUTTrainer(tiny_causal_lm(tokenizer, hidden_size=32), make_config(tmp_path), train_dataset=online_examples[:24],
                          eval_dataset=online_examples[24:], processing_class=tokenizer)
     metrics = trainer.evaluate()
     assert torch.isfinite(torch.tensor(metrics["eval_loss"]))
@@ -113,7 +113,7 @@ def test_eval_dataset_reports_eval_loss(tmp_path, tokenizer, online_examples):
 
 
 def test_model_card_names_method_and_paper(tmp_path, tokenizer, online_examples):
-    trainer = CUTTrainer(tiny_llama(len(tokenizer)), make_config(tmp_path), train_dataset=online_examples,
+    trainer = CUTTrainer(tiny_causal_lm(tokenizer, hidden_size=32), make_config(tmp_path), train_dataset=online_examples,
                          processing_class=tokenizer)
     trainer.train()
     trainer.create_model_card()

@@ -19,11 +19,16 @@ from typing import Any
 import datasets
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, Trainer
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+)
 
 from cutalign.data.collator import ContextCollator, block_to_matrices
 from cutalign.data.report import DropReport
-from cutalign.data.sampling import downsample_positives
 from cutalign.data.templates import get_template
 from cutalign.data.views import ViewBuilder, build_dataset
 from cutalign.logprobs import token_logprobs
@@ -67,10 +72,7 @@ class JudgmentTrainer(Trainer):
         model = prepare_model(model, peft_config, args)
         self.base_model_id = model_id
         self.drop_report = DropReport()
-        self.template = get_template(
-            args.template, processing_class, judgment_placement=args.judgment_placement,
-            system_prompt=args.system_prompt,
-        )
+        self.template = template_from_config(args, processing_class)
         train_dataset = self._prepare_dataset(train_dataset, processing_class, args, "train")
         if isinstance(eval_dataset, dict):
             eval_dataset = {k: self._prepare_dataset(v, processing_class, args, k) for k, v in eval_dataset.items()}
@@ -158,9 +160,7 @@ class JudgmentTrainer(Trainer):
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: torch.Tensor | int | None = None):
         loss, metrics = self.compute_method_loss(model, inputs)
-        mode = "train" if model.training else "eval"
-        for key, value in metrics.items():
-            self._metrics[mode][key].append(float(value))
+        self._record(metrics, "train" if model.training else "eval")
         if self.per_example_loss and num_items_in_batch is not None and model.training:
             # Sum over this micro-batch's examples / examples in the whole accumulation window (all
             # processes), so accumulation and data parallelism give the large-batch gradient exactly.
@@ -181,8 +181,13 @@ class JudgmentTrainer(Trainer):
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
-            loss, _ = self.compute_method_loss(model, inputs)
+            loss, metrics = self.compute_method_loss(model, inputs)
+        self._record(metrics, "eval")
         return loss.detach(), None, None
+
+    def _record(self, metrics: dict[str, float], mode: str) -> None:
+        for key, value in metrics.items():
+            self._metrics[mode][key].append(float(value))
 
     # ------------------------------------------------------------------ logging
     def _count_tokens(self, block: dict[str, torch.Tensor]) -> None:
@@ -190,25 +195,42 @@ class JudgmentTrainer(Trainer):
         self._tokens["computed"] += int(block["input_ids"].numel())
         self._tokens["real"] += int(mask.sum()) if mask is not None else int(block["input_ids"].numel())
 
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        mode = "train" if self.model.training else "eval"
+    def _pop_metrics(self, mode: str) -> dict[str, float]:
         averaged = {k: sum(v) / len(v) for k, v in self._metrics[mode].items() if v}
-        if mode == "eval":
-            averaged = {f"eval_{k}": v for k, v in averaged.items()}
-        elif self._tokens["computed"]:
-            now = time.perf_counter()
-            averaged["tokens_per_second"] = self._tokens["real"] / max(now - self._last_log_time, 1e-9)
-            averaged["useful_token_fraction"] = self._tokens["real"] / self._tokens["computed"]
-            self._tokens = {"real": 0, "computed": 0}
-            self._last_log_time = now
-        logs = {**logs, **averaged}
         self._metrics[mode].clear()
+        return averaged
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix: str = "eval"):
+        """Adds the method's averaged metrics (e.g. eval_unlikely_fraction) to what evaluate() returns."""
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
+                                         metric_key_prefix)
+        output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in self._pop_metrics("eval").items()})
+        return output
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self.model.training:
+            logs = {**logs, **self._pop_metrics("train")}
+            if self._tokens["computed"]:
+                now = time.perf_counter()
+                logs["tokens_per_second"] = self._tokens["real"] / max(now - self._last_log_time, 1e-9)
+                logs["useful_token_fraction"] = self._tokens["real"] / self._tokens["computed"]
+                self._tokens = {"real": 0, "computed": 0}
+                self._last_log_time = now
         super().log(logs, start_time)
 
     def create_model_card(self, **kwargs: Any) -> None:
         """A model card naming the method, the paper, the base model, the data and the results."""
         if self.is_world_process_zero():
             write_model_card(Path(self.args.output_dir), self, **kwargs)
+
+
+def template_from_config(args: JudgmentTrainingConfig, tokenizer: PreTrainedTokenizerBase):
+    """The prompt template a config asks for (chat options only apply to the chat template)."""
+    if args.template == "chat":
+        return get_template("chat", tokenizer, judgment_placement=args.judgment_placement,
+                            system_prompt=args.system_prompt)
+    return get_template(args.template, tokenizer)
 
 
 def load_causal_lm(model_id: str, init_kwargs: dict[str, Any] | str | None) -> PreTrainedModel:

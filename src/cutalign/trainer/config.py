@@ -163,6 +163,8 @@ class CUTConfig(JudgmentTrainingConfig):
         _check_choice("misalign_mode", self.misalign_mode, MISALIGN_MODES)
         if self.threshold <= 0:
             raise ValueError(f"threshold must be > 0, got {self.threshold}")
+        if self.mode == "official" and self.gamma != 0:
+            raise ValueError(f"gamma must be 0 with mode='official' (the official weight is constant), got {self.gamma}")
         if self.alpha < 0 or self.gamma < 0:
             raise ValueError(f"alpha and gamma must be >= 0, got alpha={self.alpha}, gamma={self.gamma}")
         super().__post_init__()

@@ -16,7 +16,7 @@ from torch import nn
 
 from cutalign.data.report import DropReport
 from cutalign.data.sampling import downsample_positives
-from cutalign.losses import cut_loss
+from cutalign.losses import CUTAblations, cut_loss
 from cutalign.trainer.base import JudgmentTrainer
 from cutalign.trainer.config import CUTConfig
 
@@ -38,6 +38,10 @@ class CUTTrainer(JudgmentTrainer):
             args = CUTConfig(output_dir="cut-output")
         if not isinstance(args, CUTConfig):
             raise TypeError(f"CUTTrainer needs a CUTConfig, got {type(args).__name__}")
+        self.ablations = CUTAblations(
+            no_l1=args.no_l1, no_align_p=args.no_align_p, no_align_n=args.no_align_n,
+            no_detection=args.no_detection, no_dynamic_weight=args.no_dynamic_weight,
+        )
         needs_l1 = not args.no_l1
         self.grad_contexts = ("plain", "judged")
         self.nograd_contexts = (
@@ -60,8 +64,7 @@ class CUTTrainer(JudgmentTrainer):
         out = cut_loss(
             logp_plain, logp_judged, logp_misaligned, mask, inputs["is_negative"],
             threshold=args.threshold, alpha=args.alpha, gamma=args.gamma, mode=args.mode,
-            no_l1=args.no_l1, no_align_p=args.no_align_p, no_align_n=args.no_align_n,
-            no_detection=args.no_detection, no_dynamic_weight=args.no_dynamic_weight,
+            ablations=self.ablations,
         )
         return out.loss, out.metrics()
 
