@@ -42,11 +42,11 @@ class CUTTrainer(JudgmentTrainer):
             no_l1=args.no_l1, no_align_p=args.no_align_p, no_align_n=args.no_align_n,
             no_detection=args.no_detection, no_dynamic_weight=args.no_dynamic_weight,
         )
-        needs_l1 = not args.no_l1
-        self.grad_contexts = ("plain", "judged")
-        self.nograd_contexts = (
-            ("misaligned",) if args.misalign_mode == "fake_positive" and needs_l1 and not args.no_detection else ()
-        )
+        detects = not args.no_l1 and not args.no_detection
+        # Compute only what the loss reads: [x, j-] feeds Align-N and the detection; [x, j+] only
+        # the detection (fake_positive mode).
+        self.grad_contexts = ("plain", "judged") if detects or not args.no_align_n else ("plain",)
+        self.nograd_contexts = ("misaligned",) if detects and args.misalign_mode == "fake_positive" else ()
         super().__init__(model, args, **kwargs)
 
     def select_examples(self, views: datasets.Dataset, args: CUTConfig, dropped: DropReport) -> datasets.Dataset:
