@@ -1,0 +1,5 @@
+"""`python -m cutalign` is the `cutalign` command."""
+
+from cutalign.cli import main
+
+main()
