@@ -34,7 +34,7 @@ from cutalign.data.templates import (
 from cutalign.demo.world import load_sample
 
 DEFAULT_VOCAB_SIZE = 1024
-MODEL_MAX_LENGTH = 512
+MODEL_MAX_LENGTH = 2048  # tokenizer limit and model positions (the official cutoff length)
 SPECIAL_TOKENS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
 
 # Llama-2 chat format (the paper's chat model). There is no separate generation prompt: the model
@@ -124,12 +124,15 @@ def tiny_causal_lm(
 
     ``arch``: "llama" (untied embeddings, like Llama-2), "qwen2" (tied, like small Qwen2) or
     "gpt2" (tied). With a tokenizer, the vocabulary covers ``len(tokenizer)`` and the config's
-    bos/eos/pad ids are the tokenizer's (pad falls back to eos); with an int they stay unset.
+    bos/eos/pad ids are the tokenizer's (pad falls back to eos); with an int they are None.
     The MLP is 4 x hidden wide. ``overrides`` are set on the config in the architecture's own
     names (e.g. ``num_key_value_heads=2``, ``n_positions=256``). The global torch RNG is untouched.
     """
     if isinstance(tokenizer_or_vocab_size, int):
-        vocab_size, ids = tokenizer_or_vocab_size, {}
+        vocab_size, ids = (
+            tokenizer_or_vocab_size,
+            dict.fromkeys(("bos_token_id", "eos_token_id", "pad_token_id")),
+        )
     else:
         tok = tokenizer_or_vocab_size
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
