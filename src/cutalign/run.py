@@ -82,8 +82,11 @@ def _print_data_summary(trainer: Any) -> None:
     if not trainer.is_world_process_zero():
         return
     data = trainer.train_dataset
-    negatives = sum(bool(x) for x in data["is_negative"])
-    console.print(f"training examples: {len(data)} ({negatives} negative, {len(data) - negatives} positive)")
+    if "is_negative" in data.column_names:
+        negatives = sum(bool(x) for x in data["is_negative"])
+        console.print(f"training examples: {len(data)} ({negatives} negative, {len(data) - negatives} positive)")
+    else:  # DPO methods train on preference pairs
+        console.print(f"training pairs: {len(data)}")
     if trainer.drop_report:
         console.print(f"dropped examples: {trainer.drop_report.total}")
         for line in trainer.drop_report.lines():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cutalign.trainer.config import CUTConfig, JudgmentTrainingConfig
+from cutalign.trainer.config import CUTConfig, JudgmentTrainingConfig, MLEConfig, SFTConfig
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,23 @@ METHODS: dict[str, Method] = {
     for m in (
         Method("cut", "cutalign.trainer.config.CUTConfig", "cutalign.trainer.cut_trainer.CUTTrainer",
                "Contrastive Unlikelihood Training (the paper's method)."),
+        Method("sft", "cutalign.trainer.config.SFTConfig", "cutalign.trainer.mle_trainer.SFTTrainer",
+               "MLE on y given x over the satisfactory (positive) examples."),
+        Method("hindsight", "cutalign.trainer.config.MLEConfig", "cutalign.trainer.mle_trainer.HindsightTrainer",
+               "MLE on y given [x, j] (the judged template), all examples."),
+        Method("forward_prediction", "cutalign.trainer.config.MLEConfig",
+               "cutalign.trainer.mle_trainer.ForwardPredictionTrainer",
+               "MLE on y given x, then on the judgment j given [x, y]."),
+        Method("ilf_mle", "cutalign.trainer.config.MLEConfig", "cutalign.trainer.mle_trainer.ILFMLETrainer",
+               "MLE on the refined response y_hat given x (see `cutalign refine`)."),
+        Method("ilf_dpo", "cutalign.trainer.dpo.JudgmentDPOConfig", "cutalign.trainer.dpo.RefinementDPOTrainer",
+               "DPO (TRL) with the refined response y_hat preferred over y."),
+        Method("dpo", "cutalign.trainer.dpo.JudgmentDPOConfig", "cutalign.trainer.dpo.ScoreDPOTrainer",
+               "DPO (TRL) on all pairs of completions to a prompt whose scores differ."),
+        Method("unlikelihood", "cutalign.trainer.unlikelihood.UnlikelihoodConfig",
+               "cutalign.trainer.unlikelihood.UnlikelihoodTrainer",
+               "Unlikelihood on every response token of negatives plus MLE on positives."),
     )
 }
 
-__all__ = ["METHODS", "CUTConfig", "JudgmentTrainingConfig", "Method"]
+__all__ = ["METHODS", "CUTConfig", "JudgmentTrainingConfig", "MLEConfig", "Method", "SFTConfig"]

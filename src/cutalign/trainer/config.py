@@ -1,8 +1,11 @@
 """Training configurations: `TrainingArguments` dataclasses with help metadata.
 
-`JudgmentTrainingConfig` holds what every judgment-based method shares (templates, truncation,
-polarity, Align-P downsampling, log-prob chunking); `CUTConfig` adds the CUT loss. Every field is a
-`--field_name` flag of `cutalign train` and a key of its YAML config.
+`JudgmentDataArguments` (templates, truncation, polarity) and `RecipeDefaults` are mixins shared by
+every method, the DPO config included (`cutalign.trainer.dpo.JudgmentDPOConfig`, which must extend
+TRL's `DPOConfig`). `JudgmentTrainingConfig` adds what the `JudgmentTrainer` methods share (Align-P
+downsampling, log-prob chunking); `CUTConfig` adds the CUT loss, `MLEConfig` / `SFTConfig` the
+maximum-likelihood baselines. Every field is a `--field_name` flag of `cutalign train` and a key of
+its YAML config.
 """
 
 from __future__ import annotations
@@ -21,15 +24,15 @@ MISALIGN_MODES = ("fake_positive", "instruction_only")
 
 
 @dataclass
-class JudgmentTrainingConfig(TrainingArguments):
-    """Data handling shared by CUT and the MLE-style baselines.
+class JudgmentDataArguments:
+    """Fields every method shares, whatever its trainer (a `Trainer` subclass or TRL's `DPOTrainer`).
 
-    Defaults differ from `TrainingArguments` where the official CUT recipe says so (learning rate
-    4e-4 with cosine decay, seed 42) and where judgment data needs it (length-grouped batches, no
-    column removal since the collator reads our own columns).
+    A plain dataclass mixin so that the MLE-style configs and the DPO config (which must extend TRL's
+    `DPOConfig`) read the same YAML keys with the same defaults: how a prompt is rendered, how
+    polarity is derived, the length budget and model loading.
     """
 
-    # -- templates and contexts
+    # -- templates
     template: str = field(
         default="alpaca",
         metadata={"help": "Prompt template: 'alpaca' (the paper's templates) or 'chat' (the tokenizer's chat template).",
@@ -43,20 +46,11 @@ class JudgmentTrainingConfig(TrainingArguments):
     system_prompt: str | None = field(
         default=None, metadata={"help": "With template='chat': an optional system message for every context."}
     )
-    fake_positive_text: str = field(
-        default=DEFAULT_FAKE_POSITIVE,
-        metadata={"help": "The fake positive judgment j+ of the misaligned context [x, j+] (paper Table 1)."},
-    )
     # -- data
     max_length: int = field(
         default=2048,
         metadata={"help": "Maximum tokens of context + response. Contexts are truncated from the left; an example "
                           "whose response alone cannot fit is dropped and counted."},
-    )
-    positive_ratio: float | None = field(
-        default=0.25,
-        metadata={"help": "Keep at most int(positive_ratio * #negatives) positives (seeded random subset), as the "
-                          "official code. Set to a negative value or null to keep all positives."},
     )
     score_threshold: float = field(
         default=7.0,
@@ -68,6 +62,49 @@ class JudgmentTrainingConfig(TrainingArguments):
     )
     dataset_num_proc: int | None = field(
         default=None, metadata={"help": "Processes for tokenising the dataset (datasets.map num_proc)."}
+    )
+    model_init_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": "Keyword arguments for AutoModelForCausalLM.from_pretrained when `model` is a string."},
+    )
+
+    def __post_init__(self) -> None:
+        _check_choice("template", self.template, TEMPLATES)
+        _check_choice("judgment_placement", self.judgment_placement, JUDGMENT_PLACEMENTS)
+        if self.max_length < 2:
+            raise ValueError(f"max_length must be at least 2, got {self.max_length}")
+        parent = getattr(super(), "__post_init__", None)  # the TrainingArguments side, when mixed in
+        if parent is not None:
+            parent()
+
+
+@dataclass
+class RecipeDefaults:
+    """`TrainingArguments` defaults of the official CUT recipe, shared so every method starts alike."""
+
+    learning_rate: float = field(default=4e-4, metadata={"help": "Peak learning rate (official LoRA recipe: 4e-4)."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
+    seed: int = field(default=42, metadata={"help": "Random seed (official runs: 42)."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every N optimizer steps."})
+
+
+@dataclass
+class JudgmentTrainingConfig(JudgmentDataArguments, RecipeDefaults, TrainingArguments):
+    """Data handling shared by CUT and the MLE-style baselines.
+
+    Defaults differ from `TrainingArguments` where the official CUT recipe says so (learning rate
+    4e-4 with cosine decay, seed 42) and where judgment data needs it (length-grouped batches, no
+    column removal since the collator reads our own columns).
+    """
+
+    fake_positive_text: str = field(
+        default=DEFAULT_FAKE_POSITIVE,
+        metadata={"help": "The fake positive judgment j+ of the misaligned context [x, j+] (paper Table 1)."},
+    )
+    positive_ratio: float | None = field(
+        default=0.25,
+        metadata={"help": "Keep at most int(positive_ratio * #negatives) positives (seeded random subset), as the "
+                          "official code. Set to a negative value or null to keep all positives."},
     )
     # -- compute
     padding_free: bool = field(
@@ -84,15 +121,7 @@ class JudgmentTrainingConfig(TrainingArguments):
     disable_dropout: bool = field(
         default=False, metadata={"help": "Set every dropout probability of the model to 0."}
     )
-    model_init_kwargs: dict[str, Any] | str | None = field(
-        default=None,
-        metadata={"help": "Keyword arguments for AutoModelForCausalLM.from_pretrained when `model` is a string."},
-    )
     # -- TrainingArguments defaults that differ
-    learning_rate: float = field(default=4e-4, metadata={"help": "Peak learning rate (official LoRA recipe: 4e-4)."})
-    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
-    seed: int = field(default=42, metadata={"help": "Random seed (official runs: 42)."})
-    logging_steps: float = field(default=10, metadata={"help": "Log every N optimizer steps."})
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: the collator reads cutalign's own feature columns."}
     )
@@ -103,16 +132,16 @@ class JudgmentTrainingConfig(TrainingArguments):
     length_column_name: str = field(default="length", metadata={"help": "Column with each example's token count."})
 
     def __post_init__(self) -> None:
-        _check_choice("template", self.template, TEMPLATES)
-        _check_choice("judgment_placement", self.judgment_placement, JUDGMENT_PLACEMENTS)
-        if self.max_length < 2:
-            raise ValueError(f"max_length must be at least 2, got {self.max_length}")
         if self.logprob_chunk_size < 1:
             raise ValueError(f"logprob_chunk_size must be positive, got {self.logprob_chunk_size}")
         if self.positive_ratio is not None and self.positive_ratio < 0:
             self.positive_ratio = None
         if not self.fake_positive_text.strip():
             raise ValueError("fake_positive_text must not be empty")
+        if not self.use_cpu and not _has_accelerator():
+            # Without it, accelerate treats `torchrun` CPU processes as not distributed: every
+            # process would train alone on the full data instead of forming a gloo DDP group.
+            self.use_cpu = True
         super().__post_init__()
 
 
@@ -168,6 +197,38 @@ class CUTConfig(JudgmentTrainingConfig):
         if self.alpha < 0 or self.gamma < 0:
             raise ValueError(f"alpha and gamma must be >= 0, got alpha={self.alpha}, gamma={self.gamma}")
         super().__post_init__()
+
+
+@dataclass
+class MLEConfig(JudgmentTrainingConfig):
+    """Maximum-likelihood baselines (hindsight, forward prediction, ILF-MLE): per example, the sum over its
+    contexts of the mean NLL of each context's target tokens; the loss is the mean over examples."""
+
+    positive_ratio: float | None = field(
+        default=None,
+        metadata={"help": "Align-P downsampling as in CUT: keep at most int(positive_ratio * #negatives) positives "
+                          "(seeded). Default null keeps every example; set 0.25 to train on CUT's examples."},
+    )
+
+
+@dataclass
+class SFTConfig(MLEConfig):
+    """Supervised fine-tuning on y | x of the satisfactory (positive) examples."""
+
+    sft_include_negatives: bool = field(
+        default=False,
+        metadata={"help": "Also train on negative examples' responses (plain SFT on all data). By default they are "
+                          "excluded and counted as dropped (negative_excluded)."},
+    )
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None:
+        return accelerator.is_available()
+    return torch.cuda.is_available() or torch.backends.mps.is_available()
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
