@@ -16,7 +16,7 @@ from cutalign.data.converters import load_judged
 from cutalign.data.schema import PolarityRule
 
 logger = logging.getLogger("cutalign")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def resolve_checkpoint(value: str | None, output_dir: str) -> str | bool | None:
@@ -81,12 +81,14 @@ def run_training(method: str, run_args: Any, config: Any, model_args: Any, train
 def _print_data_summary(trainer: Any) -> None:
     if not trainer.is_world_process_zero():
         return
-    data = trainer.train_dataset
+    data, args = trainer.train_dataset, trainer.args
     if "is_negative" in data.column_names:
         negatives = sum(bool(x) for x in data["is_negative"])
         console.print(f"training examples: {len(data)} ({negatives} negative, {len(data) - negatives} positive)")
     else:  # DPO methods train on preference pairs
         console.print(f"training pairs: {len(data)}")
+    global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    console.print(f"processes: {args.world_size}, global batch: {global_batch}")
     if trainer.drop_report:
         console.print(f"dropped examples: {trainer.drop_report.total}")
         for line in trainer.drop_report.lines():

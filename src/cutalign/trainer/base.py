@@ -123,8 +123,9 @@ class JudgmentTrainer(Trainer):
                                            desc=f"Tokenising {name} dataset")
         views = self.select_examples(views, args, dropped)
         self.drop_report.merge(dropped)
-        for line in dropped.lines():
-            logger.warning("%s dataset: dropped %s", name, line)
+        if args.process_index == 0:
+            for line in dropped.lines():
+                logger.warning("%s dataset: dropped %s", name, line)
         if len(views) == 0:
             raise ValueError(f"no {name} examples left after preparation; dropped: {dropped.as_dict()}")
         return views
