@@ -131,3 +131,15 @@ def test_config_validation_names_the_field(tmp_path):
         make_config(tmp_path, threshold=0)
     with pytest.raises(ValueError, match="template"):
         make_config(tmp_path, template="vicuna")
+
+
+@pytest.mark.parametrize("mode", ["paper", "official"])
+def test_padding_free_batches_give_the_same_loss(tmp_path, tokenizer, online_examples, mode):
+    """Packing rows with restarting position_ids changes the layout, never the loss."""
+    losses = []
+    for padding_free in (False, True):
+        trainer = CUTTrainer(tiny_causal_lm(tokenizer, hidden_size=32), make_config(tmp_path, padding_free=padding_free,
+                             mode=mode), train_dataset=online_examples[:16], eval_dataset=online_examples[16:32],
+                             processing_class=tokenizer)
+        losses.append(trainer.evaluate()["eval_loss"])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
