@@ -1,0 +1,82 @@
+"""`cutalign refine`: generate the refined responses y_hat = model(x, y, j) that ILF-MLE / ILF-DPO train on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from cutalign.cli import app
+
+BAD_INPUT = 2
+
+
+@app.command()
+def refine(
+    model: Annotated[str, typer.Option("--model", help="Model dir, adapter dir or hub id that writes the refinements.")],
+    data: Annotated[list[Path], typer.Option("--data", help="Judged data: files or folders (repeatable).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Canonical JSONL to write (appended to on resume).")],
+    data_format: Annotated[str, typer.Option(
+        "--format", "-f", "--data_format", help="Format of --data: canonical or a converter name (e.g. shepherd).",
+    )] = "canonical",
+    prompt_template: Annotated[str | None, typer.Option(
+        "--prompt-template", "--prompt_template",
+        help="Refinement prompt: a file or a string with {instruction}, {response}, {judgment} (default: built in).",
+    )] = None,
+    template: Annotated[str, typer.Option(help="How the request is shown to the model: 'alpaca' or 'chat'.")] = "alpaca",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Requests per generate() call and per write.")] = 8,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens per refinement.")] = 512,
+    max_prompt_length: Annotated[int | None, typer.Option(
+        "--max-prompt-length", help="Keep only the last N tokens of long requests.")] = None,
+    dtype: Annotated[str, typer.Option(help="Model dtype.")] = "auto",
+    score_threshold: Annotated[float, typer.Option(
+        "--score-threshold", help="A score at or above this makes an unlabelled example positive.")] = 7.0,
+    positive_pattern: Annotated[str | None, typer.Option(
+        "--positive-pattern", help="Regex: an unlabelled example whose judgment matches it is positive.")] = None,
+) -> None:
+    """Write every example to --output with a refinement for each negative that lacks one.
+
+    Resumable: run the same command again after an interruption and only the examples not yet in
+    --output are generated. Positives and examples with a refinement are copied unchanged.
+    """
+    from cutalign.data.converters import load_judged
+    from cutalign.data.schema import DataError, PolarityRule
+    from cutalign.refine import load_prompt_template, model_generator, needs_refinement, refine_examples
+
+    console = Console(stderr=True)
+    if any(output.resolve() == path.resolve() for path in data):
+        _fail(f"--output {output} is one of the --data files; write the refined data to a new file")
+    try:
+        prompt = load_prompt_template(prompt_template)
+        rule = PolarityRule(score_threshold=score_threshold, positive_pattern=positive_pattern)
+        dataset, dropped = load_judged(data[0] if len(data) == 1 else data, data_format, rule=rule)
+    except (DataError, ValueError, OSError) as err:
+        _fail(str(err))
+    for line in dropped.lines():
+        console.print(f"dropped {line}", highlight=False, soft_wrap=True)
+    examples = dataset.to_list()
+    console.print(f"{len(examples)} examples, {sum(map(needs_refinement, examples))} need a refinement")
+
+    from cutalign.data.templates import get_template
+    from cutalign.generation import load_for_inference
+
+    lm, tokenizer = load_for_inference(model, dtype=dtype)
+    generate = model_generator(lm, tokenizer, get_template(template, tokenizer), max_new_tokens=max_new_tokens,
+                               max_prompt_length=max_prompt_length)
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(examples), desc="refining", unit="example") as bar:
+        try:
+            result = refine_examples(examples, output, generate, prompt_template=prompt, batch_size=batch_size,
+                                     on_batch=bar.update)
+        except DataError as err:
+            _fail(str(err))
+    console.print(f"[green]done[/green]: {output}: {result.refined} refined ({result.empty} empty), "
+                  f"{result.copied} copied, {result.resumed} already there from an earlier run")
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(BAD_INPUT)
