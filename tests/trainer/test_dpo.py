@@ -169,3 +169,27 @@ def test_config_has_dpo_and_shared_judgment_fields_with_cutalign_defaults(tmp_pa
     assert (defaults.learning_rate, defaults.seed, defaults.max_length, defaults.bf16) == (4e-4, 42, 2048, False)
     with pytest.raises(ValueError, match="template"):
         make_config(tmp_path, template="vicuna")
+
+
+def test_mle_and_dpo_methods_start_from_the_same_lora_adapter(tmp_path, tokenizer, scored_examples, online_examples):
+    """Same seed, same LoRA settings: every method's adapter starts identical, whatever the RNG did before."""
+    from peft import LoraConfig
+
+    from cutalign.trainer.config import MLEConfig
+    from cutalign.trainer.mle_trainer import HindsightTrainer
+
+    def lora() -> LoraConfig:
+        return LoraConfig(r=4, lora_alpha=4, target_modules=["gate_proj", "up_proj", "down_proj"], task_type="CAUSAL_LM")
+
+    torch.manual_seed(1)
+    mle = HindsightTrainer(tiny_causal_lm(tokenizer, hidden_size=32),
+                           MLEConfig(output_dir=str(tmp_path / "mle"), use_cpu=True, report_to=[], max_length=256),
+                           train_dataset=online_examples[:4], processing_class=tokenizer, peft_config=lora())
+    torch.manual_seed(2)
+    dpo = ScoreDPOTrainer(tiny_causal_lm(tokenizer, hidden_size=32), make_config(tmp_path), processing_class=tokenizer,
+                          train_dataset=scored_examples, peft_config=lora())
+    mle_adapter = {k: v for k, v in mle.model.named_parameters() if "lora_A" in k}
+    dpo_adapter = {k: v for k, v in dpo.model.named_parameters() if "lora_A" in k}
+    assert mle_adapter and mle_adapter.keys() == dpo_adapter.keys()
+    for name, value in mle_adapter.items():
+        torch.testing.assert_close(value, dpo_adapter[name], msg=name)

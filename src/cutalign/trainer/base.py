@@ -25,6 +25,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
     Trainer,
+    set_seed,
 )
 
 from cutalign.data.collator import ContextCollator, block_to_matrices
@@ -61,6 +62,9 @@ class JudgmentTrainer(Trainer):
         callbacks: list | None = None,
         optimizers: tuple = (None, None),
     ) -> None:
+        # Seed before the adapter is created, as TRL's trainers do: LoRA's initial weights are random and
+        # every method must start from the same adapter.
+        set_seed(args.seed)
         model_id = model if isinstance(model, str) else getattr(getattr(model, "config", None), "_name_or_path", None)
         if isinstance(model, str):
             model = load_causal_lm(model, args.model_init_kwargs)
