@@ -37,12 +37,22 @@ def load_for_inference(path: str, dtype: str | None = None, device: str | None =
     return model.to(device).eval(), tokenizer
 
 
-@torch.no_grad()
 def generate_responses(
     model: Any,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str | list[dict[str, str]]],
     template: PromptTemplate,
+    **kwargs: Any,
+) -> list[str]:
+    """Responses for `prompts` rendered with `template.plain` (the inference context)."""
+    return generate_from_texts(model, tokenizer, [template.plain(p) for p in prompts], **kwargs)
+
+
+@torch.no_grad()
+def generate_from_texts(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_texts: Sequence[str],
     *,
     max_new_tokens: int = 256,
     batch_size: int = 8,
@@ -52,32 +62,35 @@ def generate_responses(
     max_prompt_length: int | None = None,
     progress: bool = True,
 ) -> list[str]:
-    """Responses for `prompts` rendered with `template.plain` (the inference context)."""
-    encoded = [encode_prompt(tokenizer, template.plain(p)) for p in prompts]
-    if max_prompt_length is not None:
-        encoded = [ids[-max_prompt_length:] for ids in encoded]
+    """Responses for fully rendered prompt texts, encoded as in training, left-padded, in input order."""
+    encoded = [encode_prompt(tokenizer, text, max_length=max_prompt_length) for text in prompt_texts]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     # Longest first keeps padding low; results are put back in input order.
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     results: list[str] = [""] * len(encoded)
-    device = next(model.parameters()).device
+    device = model.device if hasattr(model, "device") else next(model.parameters()).device
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
+    was_training = model.training
+    model.eval()
     batches = range(0, len(order), batch_size)
-    for start in tqdm(batches, desc="generating", disable=not progress or len(batches) < 2):
-        idx = order[start:start + batch_size]
-        width = max(len(encoded[i]) for i in idx)
-        input_ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            ids = encoded[i]
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            attention_mask[row, width - len(ids):] = 1
-        output = model.generate(
-            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-            max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id, **sampling,
-        )
-        for row, i in enumerate(idx):
-            results[i] = tokenizer.decode(output[row, width:], skip_special_tokens=True).strip()
+    try:
+        for start in tqdm(batches, desc="generating", disable=not progress or len(batches) < 2):
+            idx = order[start:start + batch_size]
+            width = max(len(encoded[i]) for i in idx)
+            input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+            attention_mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                ids = encoded[i]
+                input_ids[row, width - len(ids):] = torch.tensor(ids)
+                attention_mask[row, width - len(ids):] = 1
+            output = model.generate(
+                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id, **sampling,
+            )
+            for row, i in enumerate(idx):
+                results[i] = tokenizer.decode(output[row, width:], skip_special_tokens=True).strip()
+    finally:
+        model.train(was_training)
     return results
 
 

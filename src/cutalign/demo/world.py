@@ -17,8 +17,7 @@ import json
 import random
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -446,59 +445,6 @@ def is_correct(response: str, gold: str, wrong_values: Sequence[str] = ()) -> bo
     return first_mention(answer, [gold, *wrong_values]) == gold
 
 
-@contextmanager
-def _left_padding(tokenizer: PreTrainedTokenizerBase) -> Iterator[None]:
-    """Left padding for batched generation, with EOS as pad when the tokenizer has none (Llama-2)."""
-    side, pad = tokenizer.padding_side, tokenizer.pad_token
-    tokenizer.padding_side = "left"
-    if pad is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    try:
-        yield
-    finally:
-        tokenizer.padding_side = side
-        if pad is None:
-            tokenizer.pad_token = None
-
-
-def generate_responses(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
-    max_new_tokens: int = 32,
-    batch_size: int = 32,
-) -> list[str]:
-    """Greedy completions of fully rendered prompts, batched with left padding; special tokens removed.
-
-    The tokenizer's own BOS is added unless the prompts already start with it (chat templates).
-    """
-    import torch
-
-    was_training = model.training
-    model.eval()
-    bos = tokenizer.bos_token
-    responses: list[str] = []
-    try:
-        with _left_padding(tokenizer), torch.no_grad():
-            for start in range(0, len(prompts), batch_size):
-                batch = list(prompts[start : start + batch_size])
-                has_bos = bos is not None and all(p.startswith(bos) for p in batch)
-                inputs = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=not has_bos)
-                inputs = inputs.to(model.device)
-                output = model.generate(
-                    **inputs,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
-                )
-                new_tokens = output[:, inputs["input_ids"].shape[1] :]
-                responses += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-    finally:
-        model.train(was_training)
-    return responses
-
-
 def evaluate_accuracy(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -517,7 +463,10 @@ def evaluate_accuracy(
     if not items:
         raise ValueError("evaluate_accuracy needs at least one question")
     prompts = [render_prompt(item.question) for item in items]
-    responses = generate_responses(model, tokenizer, prompts, max_new_tokens, batch_size)
+    from cutalign.generation import generate_from_texts
+
+    responses = generate_from_texts(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                    batch_size=batch_size, progress=False)
     return sum(is_correct(r, q.gold, q.wrong_values) for r, q in zip(responses, items, strict=True)) / len(
         items
     )
