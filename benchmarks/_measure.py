@@ -1,0 +1,412 @@
+"""One measured training step (or a short CUTTrainer run): time, peak memory, largest tensor.
+
+``cut_step.py`` runs :func:`measure` in a fresh subprocess per measurement (``python _measure.py
+'<spec json>'``, one JSON line back) or in-process. Every method trains the same tiny Llama on the
+same real examples, so the figures differ only by how each formulation computes the loss:
+
+- ``cut-fake_positive`` / ``cut-instruction_only``: ``CUTTrainer.training_step`` on one collated
+  batch (chunked log-probs, ``cut_loss`` paper mode);
+- ``naive-official``: the official code's layout and reduction with full ``[rows, L, V]`` logits;
+- ``sft``: ``model(input_ids, attention_mask, labels=...)`` as transformers computes it;
+- ``two-step``: two real ``CUTTrainer`` optimizer steps on the whole data file.
+
+Memory: peak bytes of live tensors allocated during the step (:class:`LiveTensorTracker`; on CUDA
+``torch.cuda.max_memory_allocated``) and, in a fresh process on Linux, the RSS increase.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+import transformers
+from accelerate.utils import send_to_device
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback
+
+from cutalign.data.collator import block_to_matrices
+from cutalign.data.converters import convert
+from cutalign.data.schema import PolarityRule
+from cutalign.data.templates import get_template
+from cutalign.data.views import ViewBuilder
+from cutalign.demo.assets import tiny_causal_lm
+from cutalign.logprobs import naive_token_logprobs
+from cutalign.losses import cut_loss
+from cutalign.trainer.base import ensure_pad_token
+from cutalign.trainer.config import CUTConfig
+from cutalign.trainer.cut_trainer import CUTTrainer
+
+STEP_METHODS = ("cut-fake_positive", "cut-instruction_only", "naive-official", "sft")
+TWO_STEP = "two-step"
+IGNORE_INDEX = -100
+Features = Mapping[str, Any]
+
+
+class LiveTensorTracker(TorchDispatchMode):
+    """Peak bytes of the tensor storages allocated while active, and the largest single one.
+
+    Every op output whose storage is not one of the op's inputs (views and in-place results are)
+    is a new allocation; a weakref finalizer subtracts it when the storage is freed. This counts
+    exactly the tensors the step creates -- activations, logits, gradients, optimizer state --
+    and nothing of the allocator's caching, the process's other memory or other processes.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self.largest = 0
+        self.largest_shape: list[int] = []
+        self._sizes: dict[int, int] = {}
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        inputs = {_storage_key(t) for t in tree_leaves((args, kwargs)) if _is_dense(t)}
+        for tensor in tree_leaves(out):
+            if _is_dense(tensor) and _storage_key(tensor) not in inputs:
+                self._allocated(tensor)
+        return out
+
+    def _allocated(self, tensor: torch.Tensor) -> None:
+        storage = tensor.untyped_storage()
+        key = storage._cdata
+        if key in self._sizes:
+            return
+        size = storage.nbytes()
+        self._sizes[key] = size
+        self.live += size
+        self.peak = max(self.peak, self.live)
+        if size > self.largest:
+            self.largest, self.largest_shape = size, list(tensor.shape)
+        weakref.finalize(storage, self._freed, key)
+
+    def _freed(self, key: int) -> None:
+        self.live -= self._sizes.pop(key, 0)
+
+
+def _is_dense(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.layout == torch.strided and value.device.type != "meta"
+
+
+def _storage_key(tensor: torch.Tensor) -> int:
+    return tensor.untyped_storage()._cdata
+
+
+# ---------------------------------------------------------------------------------------------- data
+def quiet() -> None:
+    """No progress bars or trainer warnings in the benchmark's output (drops are reported in its tables)."""
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    logging.getLogger("cutalign").setLevel(logging.ERROR)
+
+
+@functools.cache
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+    """The tokenizer with a pad token, loaded once per process (in-process runs reuse it)."""
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    ensure_pad_token(tokenizer)
+    return tokenizer
+
+
+def load_examples(data_path: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """Canonical examples of a ``cut-alpaca`` file (judge errors etc. dropped), the first ``limit``."""
+    examples, _ = convert("cut-alpaca", [data_path], PolarityRule())
+    return examples[:limit] if limit else examples
+
+
+def view_builder(tokenizer: PreTrainedTokenizerBase, max_length: int) -> ViewBuilder:
+    """The views ``CUTTrainer`` builds with its defaults (Alpaca template, the paper's j+)."""
+    return ViewBuilder(tokenizer, get_template("alpaca", tokenizer), max_length=max_length)
+
+
+def official_halves(feature: Features) -> tuple[list[int], list[int]]:
+    """The official layout's two sequences of an example: Align-P ``y|x`` or Align-N ``y|[x,j-]``,
+    then the bare-x sequence for a negative and nothing (an all-pad half) for a positive."""
+    completion = list(feature["completion_ids"])
+    plain = [*feature["plain_prompt_ids"], *completion]
+    if not feature["is_negative"]:
+        return plain, []
+    return [*feature["judged_prompt_ids"], *completion], plain
+
+
+def official_shape(features: Sequence[Features]) -> tuple[int, int]:
+    """``(rows, L)`` of the official layout: both halves of every example, padded to the longest."""
+    longest = max(len(seq) for f in features for seq in official_halves(f))
+    return 2 * len(features), longest
+
+
+def sft_shape(features: Sequence[Features]) -> tuple[int, int]:
+    return len(features), max(len(f["plain_prompt_ids"]) + len(f["completion_ids"]) for f in features)
+
+
+# ---------------------------------------------------------------------------------------------- steps
+def official_block(features: Sequence[Features], pad_id: int) -> dict[str, torch.Tensor]:
+    """The official code's batch as one collator-style block: first halves, then second halves.
+
+    Context 0 is the first half of every example, context 1 the second half (negatives only);
+    positives' second halves are all pad with a zero attention mask, as in the official collator.
+    """
+    rows, width = official_shape(features)
+    halves = [official_halves(f)[half] for half in (0, 1) for f in features]
+    input_ids = torch.full((rows, width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((rows, width), dtype=torch.long)
+    index: dict[str, list[int]] = {k: [] for k in ("logit", "target", "example", "token", "context")}
+    for row, seq in enumerate(halves):
+        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        attention_mask[row, : len(seq)] = 1
+        if not seq:
+            continue
+        example, context = row % len(features), row // len(features)
+        target = features[example]["completion_ids"]
+        first = row * width + len(seq) - len(target) - 1
+        index["logit"].extend(range(first, first + len(target)))
+        index["target"].extend(target)
+        index["example"].extend([example] * len(target))
+        index["token"].extend(range(len(target)))
+        index["context"].extend([context] * len(target))
+    block = {"input_ids": input_ids, "attention_mask": attention_mask,
+             "position_ids": torch.arange(width).expand(rows, width).clone()}
+    names = {"logit": "logit_index", "target": "target_ids", "example": "example_index",
+             "token": "token_index", "context": "context_index"}
+    block.update({names[k]: torch.tensor(v, dtype=torch.long) for k, v in index.items()})
+    return block
+
+
+def naive_official_step(model: PreTrainedModel, features: Sequence[Features], pad_id: int,
+                        device: torch.device, threshold: float = 1.1) -> Callable[[], float]:
+    """Full logits over the official layout, then the official reduction (``cut_loss(mode="official")``)."""
+    block = send_to_device(official_block(features, pad_id), device)
+    is_negative = torch.tensor([bool(f["is_negative"]) for f in features], device=device)
+    width = max(len(f["completion_ids"]) for f in features)
+
+    def step() -> float:
+        logp = naive_token_logprobs(model, block)
+        halves = block_to_matrices(logp, block, ("first", "second"), len(features))
+        first, mask = halves["first"]
+        second = torch.nn.functional.pad(halves["second"][0], (0, width - halves["second"][0].shape[1]))
+        plain = torch.where(is_negative[:, None], second, first)  # bare x: 2nd half of negatives
+        loss = cut_loss(plain, first, None, mask, is_negative, threshold=threshold, mode="official").loss
+        loss.backward()
+        return float(loss.detach())
+
+    return step
+
+
+def sft_step(model: PreTrainedModel, features: Sequence[Features], pad_id: int,
+             device: torch.device) -> Callable[[], float]:
+    """Plain SFT on ``y|x``: transformers' own ``labels=`` loss over full logits."""
+    rows, width = sft_shape(features)
+    input_ids = torch.full((rows, width), pad_id, dtype=torch.long)
+    labels = torch.full((rows, width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((rows, width), dtype=torch.long)
+    for row, f in enumerate(features):
+        prompt, completion = list(f["plain_prompt_ids"]), list(f["completion_ids"])
+        seq = prompt + completion
+        input_ids[row, : len(seq)] = torch.tensor(seq)
+        labels[row, len(prompt) : len(seq)] = torch.tensor(completion)
+        attention_mask[row, : len(seq)] = 1
+    inputs = send_to_device({"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}, device)
+
+    def step() -> float:
+        loss = model(**inputs, use_cache=False).loss
+        loss.backward()
+        return float(loss.detach())
+
+    return step
+
+
+def cut_config(spec: Mapping[str, Any], output_dir: str, **overrides: Any) -> CUTConfig:
+    args = dict(
+        output_dir=output_dir, per_device_train_batch_size=spec["batch_size"], max_length=spec["max_length"],
+        logprob_chunk_size=spec["chunk_size"], report_to=[], save_strategy="no", disable_tqdm=True,
+        use_cpu=spec["device"] == "cpu",
+        dataset_num_proc=None, logging_strategy="no",
+    )
+    return CUTConfig(**(args | overrides))
+
+
+def new_cut_trainer(model: PreTrainedModel, config: CUTConfig, examples: Sequence[Features],
+                    tokenizer: PreTrainedTokenizerBase) -> CUTTrainer:
+    """A ``CUTTrainer`` that prints nothing (``tokenizer`` from :func:`load_tokenizer`: it has a pad token)."""
+    trainer = CUTTrainer(model, config, train_dataset=list(examples), processing_class=tokenizer)
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def cut_step(model: PreTrainedModel, examples: Sequence[Features], tokenizer: PreTrainedTokenizerBase,
+             spec: Mapping[str, Any], output_dir: str) -> tuple[Callable[[], float], int]:
+    """``CUTTrainer.training_step`` (forward + backward) on the whole batch, collated by the trainer,
+    and the token positions its forward passes compute."""
+    mode = spec["method"].removeprefix("cut-")
+    config = cut_config(spec, output_dir, misalign_mode=mode, positive_ratio=None)
+    trainer = new_cut_trainer(model, config, examples, tokenizer)
+    views = trainer.train_dataset
+    if len(views) != len(examples):
+        raise RuntimeError(f"CUTTrainer dropped examples of the batch: {trainer.drop_report.as_dict()}")
+    inputs = send_to_device(trainer.data_collator([views[i] for i in range(len(views))]), model.device)
+    positions = sum(inputs[key]["input_ids"].numel() for key in ("grad", "nograd") if key in inputs)
+    return (lambda: float(trainer.training_step(model, inputs))), positions
+
+
+# ---------------------------------------------------------------------------------------------- runs
+def build_model(spec: Mapping[str, Any], vocab_size: int) -> PreTrainedModel:
+    model = tiny_causal_lm(vocab_size, "llama", hidden_size=spec["hidden_size"], num_layers=spec["num_layers"],
+                           num_heads=spec["num_heads"], seed=spec["seed"],
+                           max_position_embeddings=max(spec["max_length"], 2048))
+    return model.to(device=spec["device"], dtype=getattr(torch, spec["dtype"]))
+
+
+def measure(spec: Mapping[str, Any], fresh_process: bool = False) -> dict[str, Any]:
+    """Run ``spec["method"]`` and return its figures (see the module docstring)."""
+    tokenizer = load_tokenizer(spec["tokenizer"])
+    examples = load_examples(spec["data"], spec.get("examples_limit"))
+    model = build_model(spec, spec["vocab_size"])
+    with tempfile.TemporaryDirectory() as output_dir:
+        if spec["method"] == TWO_STEP:
+            return _two_steps(model, examples, tokenizer, spec, output_dir, fresh_process)
+        by_id = {e["id"]: e for e in examples}
+        batch = [by_id[i] for i in spec["example_ids"]]
+        return _one_step(model, batch, tokenizer, spec, output_dir, fresh_process)
+
+
+def _one_step(model: PreTrainedModel, batch: Sequence[Features], tokenizer: PreTrainedTokenizerBase,
+              spec: Mapping[str, Any], output_dir: str, fresh_process: bool) -> dict[str, Any]:
+    method, device = spec["method"], torch.device(spec["device"])
+    builder = view_builder(tokenizer, spec["max_length"])
+    features = [builder.build(e, ("plain", "judged")) for e in batch]
+    if method == "naive-official":
+        step, positions = naive_official_step(model, features, tokenizer.pad_token_id, device), math.prod(official_shape(features))
+    elif method == "sft":
+        step, positions = sft_step(model, features, tokenizer.pad_token_id, device), math.prod(sft_shape(features))
+    elif method in ("cut-fake_positive", "cut-instruction_only"):
+        step, positions = cut_step(model, batch, tokenizer, spec, output_dir)
+    else:
+        raise ValueError(f"unknown method {method!r}; choose from {(*STEP_METHODS, TWO_STEP)}")
+    model.train()
+    rss_before = _current_rss()
+    # The first step is the warm-up and the memory measurement: tensor bytes do not depend on
+    # warm-up effects (kernel caches, lazy init), time does.
+    probe, loss, _ = _run(step, model, device, track=True)
+    times = []
+    for _ in range(spec["repeats"]):
+        _, loss, seconds = _run(step, model, device, track=False)
+        times.append(seconds)
+    return {
+        "method": method, "vocab_size": spec["vocab_size"], "loss": loss, "time_s": statistics.median(times),
+        "positions": positions,
+        "times_s": times, **probe.figures(rss_before if fresh_process else None),
+    }
+
+
+def _run(step: Callable[[], float], model: PreTrainedModel, device: torch.device,
+         track: bool) -> tuple[MemoryProbe | None, float, float]:
+    model.zero_grad(set_to_none=True)
+    _sync(device)
+    probe = MemoryProbe(device) if track else None
+    start = time.perf_counter()
+    if probe is not None:
+        with probe:
+            loss = step()
+    else:
+        loss = step()
+    _sync(device)
+    return probe, loss, time.perf_counter() - start
+
+
+def _two_steps(model: PreTrainedModel, examples: Sequence[Features], tokenizer: PreTrainedTokenizerBase,
+               spec: Mapping[str, Any], output_dir: str, fresh_process: bool) -> dict[str, Any]:
+    """Two real optimizer steps of ``CUTTrainer`` (AdamW, Align-P downsampling, length grouping)."""
+    config = cut_config(spec, output_dir, max_steps=2, misalign_mode="fake_positive")
+    trainer = new_cut_trainer(model, config, examples, tokenizer)
+    collate, shapes = trainer.data_collator, []
+
+    def recording_collator(features: Sequence[Features]) -> dict[str, Any]:
+        shapes.append(official_shape(features))
+        return collate(features)
+
+    trainer.data_collator = recording_collator
+    device = torch.device(spec["device"])
+    rss_before = _current_rss()
+    probe = MemoryProbe(device)
+    start = time.perf_counter()
+    with probe:
+        result = trainer.train()
+    seconds = time.perf_counter() - start
+    # The dataloader may collate one batch ahead; the first two are the ones trained on.
+    return {
+        "method": TWO_STEP, "vocab_size": spec["vocab_size"], "loss": result.training_loss, "time_s": seconds,
+        "examples_trained": len(trainer.train_dataset), "official_shapes": shapes[:2],
+        **probe.figures(rss_before if fresh_process else None),
+    }
+
+
+class MemoryProbe:
+    """A :class:`LiveTensorTracker` plus, on CUDA, the allocator's peak above the starting point."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.tracker = LiveTensorTracker()
+        self.cuda_peak: int | None = None
+        self._cuda_start = 0
+
+    def __enter__(self) -> MemoryProbe:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._cuda_start = torch.cuda.memory_allocated(self.device)
+        self.tracker.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.tracker.__exit__(*exc)
+        if self.device.type == "cuda":
+            _sync(self.device)
+            self.cuda_peak = torch.cuda.max_memory_allocated(self.device) - self._cuda_start
+
+    def figures(self, rss_before: int | None) -> dict[str, Any]:
+        """Peak (CUDA allocator on GPU, live tensors elsewhere), RSS increase, largest tensor."""
+        cuda = self.cuda_peak is not None
+        return {
+            "peak_bytes": self.cuda_peak if cuda else self.tracker.peak,
+            "peak_source": "cuda max_memory_allocated" if cuda else "live tensors",
+            "rss_increase_bytes": None if rss_before is None else max(_max_rss() - rss_before, 0),
+            "largest_tensor_bytes": self.tracker.largest,
+            "largest_tensor_shape": self.tracker.largest_shape,
+        }
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _current_rss() -> int | None:
+    """Resident set size now (Linux ``/proc``), or None elsewhere."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except OSError:
+        return None
+    return pages * resource.getpagesize()
+
+
+def _max_rss() -> int:
+    """The process's peak RSS so far (``ru_maxrss`` is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(json.loads(sys.argv[1]), fresh_process=True)))

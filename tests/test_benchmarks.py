@@ -1,0 +1,72 @@
+"""Smoke test of benchmarks/cut_step.py: its smallest configuration runs and prints complete tables.
+
+Figures are checked for shape and sign only; timings on a shared CPU say nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cut_step.py"
+STEP_METHODS = ("cut-fake_positive", "cut-instruction_only", "naive-official", "sft")
+STEP_COLUMNS = ["vocab", "method", "time s (median of 1)", "peak MiB", "RSS +MiB", "largest tensor", "largest MiB",
+                "predicted peak MiB", "positions", "loss"]
+
+
+def markdown_rows(text: str, first_cell: str) -> list[list[str]]:
+    """Cells of the markdown table whose header starts with ``first_cell`` (header row included)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if re.match(rf"\|\s*{re.escape(first_cell)}\s*\|", line))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        if not set(line) <= set("|-: "):
+            rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def test_smallest_configuration_prints_complete_tables(tmp_path, cut_online_dir, shared_dir):
+    figures = tmp_path / "figures.json"
+    command = [
+        sys.executable, str(SCRIPT), "--data", str(cut_online_dir / "train-alpaca-sample-iter1.json"),
+        "--tokenizer", str(shared_dir / "tokenizers" / "llama2"), "--examples", "12", "--batch-size", "2",
+        "--max-length", "384", "--vocab-sizes", "32000", "--hidden-size", "16", "--num-layers", "1",
+        "--repeats", "1", "--two-step-vocab-size", "32000", "--memory-limit-gib", "4", "--in-process",
+        "--json", str(figures),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert out.startswith("machine: ") and "torch threads" in out and "torch 2." in out
+
+    steps = markdown_rows(out, "vocab")
+    assert steps[0] == STEP_COLUMNS
+    assert [row[1] for row in steps[1:]] == list(STEP_METHODS)
+    for row in steps[1:]:
+        assert float(row[2]) > 0 and int(row[3].replace(",", "")) > 0 and row[4] == "-", row
+    work = markdown_rows(out, "layout")
+    assert len(work) == 1 + 8 and all(cell.endswith("%") for row in work[1:] for cell in (row[4], row[8]))
+    assert "Two CUTTrainer steps" in out and "predicted peak" in out
+
+    report = json.loads(figures.read_text())
+    assert set(report) >= {"machine", "config", "steps", "useful_work", "two_step", "wall_time_s"}
+    for row in report["steps"]["rows"]:
+        assert row["time_s"] > 0 and row["peak_bytes"] > 0 and row["largest_tensor_bytes"] > 0, row
+        assert row["positions"] > 0 and row["rss_increase_bytes"] is None
+    by_method = {row["method"]: row for row in report["steps"]["rows"]}
+    # The full-logit formulations' largest tensor is their [rows, L, V] logits; cutalign's is one chunk.
+    rows, length = report["steps"]["official_shape"]
+    assert by_method["naive-official"]["largest_tensor_shape"] == [rows * length, 32000]
+    assert by_method["cut-fake_positive"]["largest_tensor_bytes"] < by_method["naive-official"]["largest_tensor_bytes"]
+    for row in report["useful_work"]["rows"]:
+        for part in (row["all"], row["downsampled"]):
+            assert 0 < part["real"] <= part["computed"] and part["examples"] > 0, row
+    padding_free = [r for r in report["useful_work"]["rows"] if "padding_free" in r["layout"]]
+    assert padding_free and all(r["all"]["real"] == r["all"]["computed"] for r in padding_free)
+    two_step = report["two_step"]
+    assert two_step["peak_bytes"] > 0 and len(two_step["official_shapes"]) == 2
