@@ -54,9 +54,14 @@ def run_training(method: str, run_args: Any, config: Any, model_args: Any, train
 
         init_kwargs["quantization_config"] = get_quantization_config(model_args)
     config.model_init_kwargs = init_kwargs
+    peft_config = get_peft_config(model_args)
+    targets = getattr(peft_config, "target_modules", None)
+    if isinstance(targets, str) and targets.isidentifier():
+        # One module name from the CLI arrives as a string, which PEFT reads as a full-match regex.
+        peft_config.target_modules = [targets]
     trainer = trainer_cls(
         model=model_args.model_name_or_path, args=config, train_dataset=train_data, eval_dataset=eval_data,
-        peft_config=get_peft_config(model_args),
+        peft_config=peft_config,
     )
     trainer.drop_report.merge(load_report)
     _print_data_summary(trainer)

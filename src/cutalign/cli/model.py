@@ -76,17 +76,17 @@ def read_prompts(path: Path) -> list[dict[str, Any]]:
     from cutalign.data.schema import DataError
 
     records = []
-    for raw, source, line in read_records(path):
+    for record in read_records(path):
+        raw, source, line = record.raw, record.source, record.line
         if "prompt" in raw:
             prompt = raw["prompt"]
         elif isinstance(raw.get("instruction"), str):
             extra = raw.get("input") or ""
             prompt = raw["instruction"] + ("\n" + extra if isinstance(extra, str) and extra.strip() else "")
         else:
-            raise DataError(f"expected a `prompt` (or `instruction`) field, got keys {sorted(raw)}",
-                            source=source, line=line, field="prompt")
+            raise DataError(source, line, "prompt",
+                            f"expected a `prompt` (or `instruction`) field, got keys {sorted(raw)}")
         if not (isinstance(prompt, str) and prompt.strip()) and not isinstance(prompt, list):
-            raise DataError("prompt must be a non-empty string or a list of messages",
-                            source=source, line=line, field="prompt")
+            raise DataError(source, line, "prompt", "must be a non-empty string or a list of messages")
         records.append({"id": raw.get("id", f"{Path(source).name}:{line}"), "prompt": prompt})
     return records

@@ -65,6 +65,21 @@ def train(ctx: typer.Context) -> None:
     run_training(method, run_args, config, model_args, trainer_cls)
 
 
+@app.command()
+def methods() -> None:
+    """List the training methods of `cutalign train --method`."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from cutalign.trainer import METHODS
+
+    table = Table("method", "what it trains", title="cutalign train --method NAME")
+    for method in METHODS.values():
+        table.add_row(method.name, escape(method.summary))
+    Console().print(table)
+
+
 def _normalise_argv(argv: list[str]) -> list[str]:
     """Accept `--model` as the short form of TRL's `--model_name_or_path`, and `--flag=value`."""
     out: list[str] = []

@@ -24,11 +24,11 @@ from cutalign.trainer.config import CUTConfig
 class CUTTrainer(JudgmentTrainer):
     """Trainer for CUT (arXiv 2312.14591); see `CUTConfig` for the loss options.
 
-    Example:
-        >>> # doctest: +SKIP
-        >>> trainer = CUTTrainer(model="path/to/model", args=CUTConfig(output_dir="out"),
-        ...                      train_dataset=dataset, peft_config=LoraConfig(...))
-        >>> trainer.train()
+    Usage (any causal LM id or path, canonical examples, optional PEFT config)::
+
+        trainer = CUTTrainer("path/to/model", args=CUTConfig(output_dir="out"),
+                             train_dataset=examples, peft_config=LoraConfig(r=16, task_type="CAUSAL_LM"))
+        trainer.train()
     """
 
     method_name = "cut"
