@@ -10,17 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cutalign.demo.assets import tiny_causal_lm
-
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture()
-def saved_model(tmp_path, llama2_tokenizer):
-    path = tmp_path / "tiny"
-    tiny_causal_lm(llama2_tokenizer, hidden_size=32).save_pretrained(path)
-    llama2_tokenizer.save_pretrained(path)
-    return path
 
 
 def train_args(model: Path, data: Path, out: Path) -> list[str]:
@@ -36,10 +26,10 @@ def run(cmd: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     return result
 
 
-def test_torchrun_two_processes(tmp_path, saved_model, cut_online_dir):
+def test_torchrun_two_processes(tmp_path, tiny_model_dir, cut_online_dir):
     out = tmp_path / "out"
     result = run([str(BIN / "torchrun"), "--nproc_per_node", "2", "--no-python", str(BIN / "cutalign"),
-                  *train_args(saved_model, cut_online_dir / "train-alpaca-sample-iter3.json", out)], tmp_path)
+                  *train_args(tiny_model_dir, cut_online_dir / "train-alpaca-sample-iter3.json", out)], tmp_path)
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 2
     assert "processes: 2, global batch: 4" in result.stderr
@@ -47,11 +37,11 @@ def test_torchrun_two_processes(tmp_path, saved_model, cut_online_dir):
 
 
 @pytest.mark.slow
-def test_accelerate_launch_runs_the_module_entry_point(tmp_path, saved_model, cut_online_dir):
+def test_accelerate_launch_runs_the_module_entry_point(tmp_path, tiny_model_dir, cut_online_dir):
     """`accelerate launch -m cutalign`: on CPU accelerate starts one process (multi-CPU needs MPI);
     on GPUs `--multi_gpu` goes through the same torch.distributed path as the torchrun test."""
     out = tmp_path / "out"
     result = run([str(BIN / "accelerate"), "launch", "--num_processes", "1", "--cpu", "-m", "cutalign",
-                  *train_args(saved_model, cut_online_dir / "train-alpaca-sample-iter3.json", out)], tmp_path)
+                  *train_args(tiny_model_dir, cut_online_dir / "train-alpaca-sample-iter3.json", out)], tmp_path)
     assert json.loads((out / "train_results.json").read_text())["train_loss"] > 0
     assert "processes: 1, global batch: 2" in result.stderr

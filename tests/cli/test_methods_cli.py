@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -12,7 +11,6 @@ from typer.testing import CliRunner
 
 from cutalign.cli import _register, app
 from cutalign.cli.train import RunArguments
-from cutalign.demo.assets import tiny_causal_lm
 from cutalign.trainer import METHODS
 
 runner = CliRunner()
@@ -24,22 +22,6 @@ FIXTURES = REPO / "tests" / "fixtures"
 SHARED = ("dtype", "load_in_8bit", "use_peft", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
           "learning_rate", "lr_scheduler_type", "warmup_steps", "num_train_epochs", "per_device_train_batch_size",
           "gradient_accumulation_steps", "bf16", "seed", "train_sampling_strategy", "template", "max_length")
-
-
-@pytest.fixture(scope="module")
-def saved_model(tmp_path_factory, llama2_tokenizer):
-    tokenizer = copy.deepcopy(llama2_tokenizer)
-    tokenizer.pad_token = tokenizer.unk_token
-    path = tmp_path_factory.mktemp("tiny")
-    tiny_causal_lm(tokenizer, hidden_size=32).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-def invoke(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
 
 
 def parse_example(path: Path):
@@ -87,19 +69,19 @@ def test_official_cut_recipes_have_the_paper_hyperparameters():
                                                ("dpo", ["--beta", "--template", "--score_threshold"]),
                                                ("unlikelihood", ["--alpha", "--mode"]),
                                                ("forward_prediction", ["--positive_ratio", "--max_length"])])
-def test_train_help_shows_the_method_config(method, flags):
-    output = invoke("train", "--method", method, "--help").output
+def test_train_help_shows_the_method_config(method, flags, cli_ok):
+    output = cli_ok("train", "--method", method, "--help").output
     assert all(flag in output for flag in flags), output
 
 
-def test_train_sft_writes_the_standard_outputs(tmp_path, saved_model, cut_online_dir):
+def test_train_sft_writes_the_standard_outputs(tmp_path, tiny_model_dir, cut_online_dir, cli_ok):
     from cutalign.data.converters import convert
     from cutalign.data.io import write_jsonl
 
     data = tmp_path / "online.jsonl"
     write_jsonl(convert("cut-alpaca", [cut_online_dir / "train-alpaca-sample-iter1.json"])[0][:16], data)
     out = tmp_path / "sft"
-    invoke("train", "--method", "sft", "--model", saved_model, "--data", data, "--output_dir", out, "--max_steps",
+    cli_ok("train", "--method", "sft", "--model", tiny_model_dir, "--data", data, "--output_dir", out, "--max_steps",
            "1", "--per_device_train_batch_size", "2", "--max_length", "256", "--report_to", "none",
            "--save_strategy", "no", "--use_cpu", "true")
     results = json.loads((out / "train_results.json").read_text())
@@ -109,9 +91,9 @@ def test_train_sft_writes_the_standard_outputs(tmp_path, saved_model, cut_online
     assert (out / "model.safetensors").is_file()
 
 
-def test_train_dpo_with_lora_writes_the_standard_outputs(tmp_path, saved_model):
+def test_train_dpo_with_lora_writes_the_standard_outputs(tmp_path, tiny_model_dir, cli_ok):
     out = tmp_path / "dpo"
-    invoke("train", "--method", "dpo", "--model", saved_model, "--data", FIXTURES / "ultrafeedback.jsonl",
+    cli_ok("train", "--method", "dpo", "--model", tiny_model_dir, "--data", FIXTURES / "ultrafeedback.jsonl",
            "--data_format", "ultrafeedback", "--output_dir", out, "--max_steps", "1",
            "--per_device_train_batch_size", "2", "--max_length", "128", "--report_to", "none", "--save_strategy",
            "no", "--use_cpu", "true", "--use_peft", "--lora_r", "4", "--lora_target_modules", "gate_proj", "up_proj")
@@ -122,7 +104,7 @@ def test_train_dpo_with_lora_writes_the_standard_outputs(tmp_path, saved_model):
     assert (out / "adapter_model.safetensors").is_file()
 
 
-def test_refine_writes_canonical_data_and_resumes(tmp_path, saved_model, shepherd_dir):
+def test_refine_writes_canonical_data_and_resumes(tmp_path, tiny_model_dir, shepherd_dir, cli_ok):
     from cutalign.data.converters import convert
     from cutalign.data.io import load_judged_dataset, write_jsonl
 
@@ -132,20 +114,20 @@ def test_refine_writes_canonical_data_and_resumes(tmp_path, saved_model, shepher
     examples[2]["label"], examples[2]["judgment"] = True, None
     data, out = tmp_path / "judged.jsonl", tmp_path / "refined.jsonl"
     write_jsonl(examples, data)
-    args = ("refine", "--model", saved_model, "--data", data, "--output", out, "--max-new-tokens", "3",
+    args = ("refine", "--model", tiny_model_dir, "--data", data, "--output", out, "--max-new-tokens", "3",
             "--prompt_template", "Fix {response} given {judgment}")
-    assert "2 refined" in " ".join(invoke(*args).output.split())
+    assert "2 refined" in " ".join(cli_ok(*args).output.split())
     refined, dropped = load_judged_dataset(out)
     assert len(refined) == 3 and not dropped and refined["refinement"][2] is None
-    assert "3 already there" in " ".join(invoke(*args).output.split())
+    assert "3 already there" in " ".join(cli_ok(*args).output.split())
     assert len(out.read_text().splitlines()) == 3
 
 
-def test_refine_rejects_a_bad_prompt_template_and_overwriting_its_input(tmp_path, saved_model):
+def test_refine_rejects_a_bad_prompt_template_and_overwriting_its_input(tmp_path, tiny_model_dir):
     data = tmp_path / "judged.jsonl"
     data.write_text(json.dumps({"prompt": "Q", "completion": "A", "judgment": "Wrong."}) + "\n")
-    result = runner.invoke(app, ["refine", "--model", str(saved_model), "--data", str(data), "--output",
+    result = runner.invoke(app, ["refine", "--model", str(tiny_model_dir), "--data", str(data), "--output",
                                  str(tmp_path / "o.jsonl"), "--prompt-template", "{answer}"])
     assert result.exit_code == 2 and "answer" in result.output
-    result = runner.invoke(app, ["refine", "--model", str(saved_model), "--data", str(data), "--output", str(data)])
+    result = runner.invoke(app, ["refine", "--model", str(tiny_model_dir), "--data", str(data), "--output", str(data)])
     assert result.exit_code == 2 and "new file" in result.output

@@ -9,33 +9,18 @@ import yaml
 from typer.testing import CliRunner
 
 from cutalign.cli import _register, app
-from cutalign.demo.assets import tiny_causal_lm
 
 runner = CliRunner()
 _register()
 
 
-@pytest.fixture()
-def saved_model(tmp_path, tokenizer):
-    path = tmp_path / "tiny"
-    tiny_causal_lm(tokenizer, hidden_size=32).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-def invoke(*args: str):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
-
-
-def test_train_with_yaml_and_flags_writes_a_standard_output_dir(tmp_path, saved_model, cut_online_dir):
+def test_train_with_yaml_and_flags_writes_a_standard_output_dir(tmp_path, tiny_model_dir, cut_online_dir, cli_ok):
     config = tmp_path / "cut.yaml"
     config.write_text(yaml.safe_dump({"method": "cut", "threshold": 1.2, "alpha": 0.5, "max_steps": 1,
                                       "per_device_train_batch_size": 4, "report_to": [], "max_length": 256,
                                       "save_strategy": "no"}))
     out = tmp_path / "out"
-    invoke("train", "--config", config, "--model", saved_model, "--data",
+    cli_ok("train", "--config", config, "--model", tiny_model_dir, "--data",
            cut_online_dir / "train-alpaca-sample-iter2.json", "--data_format", "cut-alpaca",
            "--output_dir", out, "--max_steps", "2", "--use_peft", "--lora_r", "4",
            "--lora_target_modules", "gate_proj", "up_proj", "down_proj")
@@ -49,19 +34,19 @@ def test_train_with_yaml_and_flags_writes_a_standard_output_dir(tmp_path, saved_
     assert saved["threshold"] == 1.2 and saved["max_steps"] == 2  # YAML value and CLI override
 
     merged = tmp_path / "merged"
-    invoke("merge", out, "--output", merged)
+    cli_ok("merge", out, "--output", merged)
     assert (merged / "model.safetensors").is_file()
 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("\n".join(json.dumps({"id": i, "prompt": p}) for i, p in enumerate(["Name a color.", "Add 2 and 3."])))
     generations = tmp_path / "gen.jsonl"
-    invoke("generate", "--model", merged, "--data", prompts, "--output", generations, "--max-new-tokens", "4")
+    cli_ok("generate", "--model", merged, "--data", prompts, "--output", generations, "--max-new-tokens", "4")
     rows = [json.loads(line) for line in generations.read_text().splitlines()]
     assert [r["id"] for r in rows] == [0, 1] and all(isinstance(r["completion"], str) for r in rows)
 
 
-def test_train_help_lists_cut_fields():
-    result = invoke("train", "--method", "cut", "--help")
+def test_train_help_lists_cut_fields(cli_ok):
+    result = cli_ok("train", "--method", "cut", "--help")
     for flag in ("--threshold", "--misalign_mode", "--positive_ratio", "--use_peft", "--data"):
         assert flag in result.output
 
