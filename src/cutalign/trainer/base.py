@@ -75,7 +75,8 @@ class JudgmentTrainer(Trainer):
         ensure_pad_token(processing_class)
         model = prepare_model(model, peft_config, args)
         self.base_model_id = model_id
-        self.drop_report = DropReport()
+        self.drop_report = DropReport()  # the training data's drops (model card, CLI summary)
+        self.eval_drop_report = DropReport()
         self.template = template_from_config(args, processing_class)
         train_dataset = self._prepare_dataset(train_dataset, processing_class, args, "train")
         if isinstance(eval_dataset, dict):
@@ -126,7 +127,7 @@ class JudgmentTrainer(Trainer):
             views, dropped = build_dataset(dataset, builder, self.view_contexts(), num_proc=args.dataset_num_proc,
                                            desc=f"Tokenising {name} dataset")
         views = self.select_examples(views, args, dropped)
-        self.drop_report.merge(dropped)
+        (self.drop_report if name == "train" else self.eval_drop_report).merge(dropped)
         if args.process_index == 0:
             for line in dropped.lines():
                 logger.warning("%s dataset: dropped %s", name, line)
