@@ -107,6 +107,40 @@ def _storage_key(tensor: torch.Tensor) -> int:
     return tensor.untyped_storage()._cdata
 
 
+class MemoryProbe:
+    """A :class:`LiveTensorTracker` plus, on CUDA, the allocator's peak above the starting point."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.tracker = LiveTensorTracker()
+        self.cuda_peak: int | None = None
+        self._cuda_start = 0
+
+    def __enter__(self) -> MemoryProbe:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._cuda_start = torch.cuda.memory_allocated(self.device)
+        self.tracker.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.tracker.__exit__(*exc)
+        if self.device.type == "cuda":
+            _sync(self.device)
+            self.cuda_peak = torch.cuda.max_memory_allocated(self.device) - self._cuda_start
+
+    def figures(self, rss_before: int | None) -> dict[str, Any]:
+        """Peak (CUDA allocator on GPU, live tensors elsewhere), RSS increase, largest tensor."""
+        cuda = self.cuda_peak is not None
+        return {
+            "peak_bytes": self.cuda_peak if cuda else self.tracker.peak,
+            "peak_source": "cuda max_memory_allocated" if cuda else "live tensors",
+            "rss_increase_bytes": None if rss_before is None else max(_max_rss() - rss_before, 0),
+            "largest_tensor_bytes": self.tracker.largest,
+            "largest_tensor_shape": self.tracker.largest_shape,
+        }
+
+
 # ---------------------------------------------------------------------------------------------- data
 def quiet() -> None:
     """No progress bars or trainer warnings in the benchmark's output (drops are reported in its tables)."""
@@ -151,6 +185,7 @@ def official_shape(features: Sequence[Features]) -> tuple[int, int]:
 
 
 def sft_shape(features: Sequence[Features]) -> tuple[int, int]:
+    """``(rows, L)`` of an SFT batch: the ``y|x`` sequences padded to the longest."""
     return len(features), max(len(f["plain_prompt_ids"]) + len(f["completion_ids"]) for f in features)
 
 
@@ -165,7 +200,8 @@ def official_block(features: Sequence[Features], pad_id: int) -> dict[str, torch
     halves = [official_halves(f)[half] for half in (0, 1) for f in features]
     input_ids = torch.full((rows, width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((rows, width), dtype=torch.long)
-    index: dict[str, list[int]] = {k: [] for k in ("logit", "target", "example", "token", "context")}
+    keys = ("logit_index", "target_ids", "example_index", "token_index", "context_index")
+    index: dict[str, list[int]] = {key: [] for key in keys}
     for row, seq in enumerate(halves):
         input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         attention_mask[row, : len(seq)] = 1
@@ -174,17 +210,14 @@ def official_block(features: Sequence[Features], pad_id: int) -> dict[str, torch
         example, context = row % len(features), row // len(features)
         target = features[example]["completion_ids"]
         first = row * width + len(seq) - len(target) - 1
-        index["logit"].extend(range(first, first + len(target)))
-        index["target"].extend(target)
-        index["example"].extend([example] * len(target))
-        index["token"].extend(range(len(target)))
-        index["context"].extend([context] * len(target))
+        index["logit_index"].extend(range(first, first + len(target)))
+        index["target_ids"].extend(target)
+        index["example_index"].extend([example] * len(target))
+        index["token_index"].extend(range(len(target)))
+        index["context_index"].extend([context] * len(target))
     block = {"input_ids": input_ids, "attention_mask": attention_mask,
              "position_ids": torch.arange(width).expand(rows, width).clone()}
-    names = {"logit": "logit_index", "target": "target_ids", "example": "example_index",
-             "token": "token_index", "context": "context_index"}
-    block.update({names[k]: torch.tensor(v, dtype=torch.long) for k, v in index.items()})
-    return block
+    return block | {key: torch.tensor(values, dtype=torch.long) for key, values in index.items()}
 
 
 def naive_official_step(model: PreTrainedModel, features: Sequence[Features], pad_id: int,
@@ -231,11 +264,11 @@ def sft_step(model: PreTrainedModel, features: Sequence[Features], pad_id: int,
 
 
 def cut_config(spec: Mapping[str, Any], output_dir: str, **overrides: Any) -> CUTConfig:
+    """``CUTConfig`` defaults (seed 42, the official one, for downsampling and sampling), quiet, no saving."""
     args = dict(
         output_dir=output_dir, per_device_train_batch_size=spec["batch_size"], max_length=spec["max_length"],
-        logprob_chunk_size=spec["chunk_size"], report_to=[], save_strategy="no", disable_tqdm=True,
-        use_cpu=spec["device"] == "cpu",
-        dataset_num_proc=None, logging_strategy="no",
+        logprob_chunk_size=spec["chunk_size"], use_cpu=spec["device"] == "cpu", report_to=[],
+        save_strategy="no", logging_strategy="no", disable_tqdm=True,
     )
     return CUTConfig(**(args | overrides))
 
@@ -265,6 +298,7 @@ def cut_step(model: PreTrainedModel, examples: Sequence[Features], tokenizer: Pr
 
 # ---------------------------------------------------------------------------------------------- runs
 def build_model(spec: Mapping[str, Any], vocab_size: int) -> PreTrainedModel:
+    """The tiny random Llama every method trains (same seed, so the same weights for each)."""
     model = tiny_causal_lm(vocab_size, "llama", hidden_size=spec["hidden_size"], num_layers=spec["num_layers"],
                            num_heads=spec["num_heads"], seed=spec["seed"],
                            max_position_embeddings=max(spec["max_length"], 2048))
@@ -286,31 +320,36 @@ def measure(spec: Mapping[str, Any], fresh_process: bool = False) -> dict[str, A
 
 def _one_step(model: PreTrainedModel, batch: Sequence[Features], tokenizer: PreTrainedTokenizerBase,
               spec: Mapping[str, Any], output_dir: str, fresh_process: bool) -> dict[str, Any]:
-    method, device = spec["method"], torch.device(spec["device"])
-    builder = view_builder(tokenizer, spec["max_length"])
-    features = [builder.build(e, ("plain", "judged")) for e in batch]
-    if method == "naive-official":
-        step, positions = naive_official_step(model, features, tokenizer.pad_token_id, device), math.prod(official_shape(features))
-    elif method == "sft":
-        step, positions = sft_step(model, features, tokenizer.pad_token_id, device), math.prod(sft_shape(features))
-    elif method in ("cut-fake_positive", "cut-instruction_only"):
-        step, positions = cut_step(model, batch, tokenizer, spec, output_dir)
-    else:
-        raise ValueError(f"unknown method {method!r}; choose from {(*STEP_METHODS, TWO_STEP)}")
+    step, positions = _step_for(model, batch, tokenizer, spec, output_dir)
     model.train()
     rss_before = _current_rss()
     # The first step is the warm-up and the memory measurement: tensor bytes do not depend on
     # warm-up effects (kernel caches, lazy init), time does.
+    device = torch.device(spec["device"])
     probe, loss, _ = _run(step, model, device, track=True)
     times = []
     for _ in range(spec["repeats"]):
         _, loss, seconds = _run(step, model, device, track=False)
         times.append(seconds)
     return {
-        "method": method, "vocab_size": spec["vocab_size"], "loss": loss, "time_s": statistics.median(times),
-        "positions": positions,
-        "times_s": times, **probe.figures(rss_before if fresh_process else None),
+        "method": spec["method"], "vocab_size": spec["vocab_size"], "loss": loss, "positions": positions,
+        "time_s": statistics.median(times), "times_s": times, **probe.figures(rss_before if fresh_process else None),
     }
+
+
+def _step_for(model: PreTrainedModel, batch: Sequence[Features], tokenizer: PreTrainedTokenizerBase,
+              spec: Mapping[str, Any], output_dir: str) -> tuple[Callable[[], float], int]:
+    """The step closure of ``spec["method"]`` and the token positions its forward passes compute."""
+    method, device, pad_id = spec["method"], torch.device(spec["device"]), tokenizer.pad_token_id
+    if method in ("cut-fake_positive", "cut-instruction_only"):
+        return cut_step(model, batch, tokenizer, spec, output_dir)
+    builder = view_builder(tokenizer, spec["max_length"])
+    features = [builder.build(e, ("plain", "judged")) for e in batch]
+    if method == "naive-official":
+        return naive_official_step(model, features, pad_id, device), math.prod(official_shape(features))
+    if method == "sft":
+        return sft_step(model, features, pad_id, device), math.prod(sft_shape(features))
+    raise ValueError(f"unknown method {method!r}; choose from {(*STEP_METHODS, TWO_STEP)}")
 
 
 def _run(step: Callable[[], float], model: PreTrainedModel, device: torch.device,
@@ -355,40 +394,6 @@ def _two_steps(model: PreTrainedModel, examples: Sequence[Features], tokenizer: 
     }
 
 
-class MemoryProbe:
-    """A :class:`LiveTensorTracker` plus, on CUDA, the allocator's peak above the starting point."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.tracker = LiveTensorTracker()
-        self.cuda_peak: int | None = None
-        self._cuda_start = 0
-
-    def __enter__(self) -> MemoryProbe:
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._cuda_start = torch.cuda.memory_allocated(self.device)
-        self.tracker.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.tracker.__exit__(*exc)
-        if self.device.type == "cuda":
-            _sync(self.device)
-            self.cuda_peak = torch.cuda.max_memory_allocated(self.device) - self._cuda_start
-
-    def figures(self, rss_before: int | None) -> dict[str, Any]:
-        """Peak (CUDA allocator on GPU, live tensors elsewhere), RSS increase, largest tensor."""
-        cuda = self.cuda_peak is not None
-        return {
-            "peak_bytes": self.cuda_peak if cuda else self.tracker.peak,
-            "peak_source": "cuda max_memory_allocated" if cuda else "live tensors",
-            "rss_increase_bytes": None if rss_before is None else max(_max_rss() - rss_before, 0),
-            "largest_tensor_bytes": self.tracker.largest,
-            "largest_tensor_shape": self.tracker.largest_shape,
-        }
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -409,4 +414,5 @@ def _max_rss() -> int:
 
 
 if __name__ == "__main__":
+    quiet()
     print(json.dumps(measure(json.loads(sys.argv[1]), fresh_process=True)))

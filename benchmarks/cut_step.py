@@ -145,6 +145,7 @@ def predicted_peak(method: str, features: Sequence[dict], vocab_size: int, hidde
 
 def step_section(spec: dict, canonical: Sequence[dict], tok: Any, vocab_sizes: Sequence[int],
                  methods: Sequence[str], memory_limit: float, in_process: bool) -> dict[str, Any]:
+    """Every method at every vocabulary (ascending, so larger ones get a calibrated prediction)."""
     batch, features = select_batch(canonical, tok, spec)
     rows, calibration = [], {}
     for vocab_size in sorted(vocab_sizes):
@@ -346,8 +347,8 @@ def _mib(value: float | None) -> str:
 
 def _print_steps(console: Console, steps: dict[str, Any], repeats: int) -> None:
     rows, shape = steps["official_shape"], steps["sft_shape"]
-    console.print(f"\nStep batch: example ids {steps['example_ids']} ({steps['negatives']} negatives, "
-                  f"{steps['response_tokens']} response tokens); official layout {rows[0]} x {rows[1]}, "
+    console.print(f"\nStep batch: example ids {steps['example_ids']} (negatives: {steps['negatives']}, "
+                  f"response tokens: {steps['response_tokens']}); official layout {rows[0]} x {rows[1]}, "
                   f"SFT {shape[0]} x {shape[1]}; memory limit {steps['memory_limit_bytes'] / GIB:.1f} GiB")
     table = _table("One training step (forward + backward)", [
         "vocab", "method", f"time s (median of {repeats})", "peak MiB", "RSS +MiB", "largest tensor",
