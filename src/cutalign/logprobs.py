@@ -151,7 +151,7 @@ class _ChunkedLinearLogprobs(torch.autograd.Function):
                 logits, squashed = _chunk_logits(h, w, b, softcap)
                 g = grad_logprobs[rows, None].to(logits.dtype)
                 # d log p(target) / d logits = onehot(target) - softmax
-                d_logits = torch.exp(logits.sub_(lse[rows, None])).mul_(-g)
+                d_logits = logits.sub_(lse[rows, None]).exp_().mul_(-g)  # in place: one [chunk, V] buffer
                 d_logits.scatter_add_(1, targets[rows, None], g)
                 if squashed is not None:  # d(cap * tanh(z / cap)) / dz = 1 - tanh^2
                     d_logits.mul_(1 - squashed.square())
