@@ -13,7 +13,7 @@ from cutalign.cli import app
 @app.command()
 def demo(
     output_dir: Annotated[Path, typer.Option(help="Where to write the trained model and data.")] = Path("runs/cut-demo"),
-    epochs: Annotated[float, typer.Option(help="Passes over the bundled sample.")] = 12.0,
+    epochs: Annotated[float, typer.Option(help="Passes over the bundled sample.")] = 30.0,
     seed: Annotated[int, typer.Option(help="Random seed (model init, data order).")] = 42,
     json_out: Annotated[bool, typer.Option("--json", help="Also print the figures as JSON.")] = False,
 ) -> None:

@@ -31,7 +31,7 @@ class DemoSettings:
     """Chosen so the tiny model learns the sample's facts in about a minute on 2 CPU cores."""
 
     output_dir: Path = Path("runs/cut-demo")
-    epochs: float = 12.0
+    epochs: float = 30.0
     learning_rate: float = 3e-3
     batch_size: int = 16
     max_length: int = 128
@@ -95,7 +95,7 @@ def _print_report(figures: dict[str, Any], trainer: CUTTrainer, examples: list[d
     table.add_row("wall time", f"{figures['seconds']:.0f} s")
     console.print(table)
     example = min((e for e in examples if not e["label"] and e.get("refinement")), key=_words_changed)
-    console.print("\n[bold]Detection on one negative[/bold] (tokens in [red]red[/red] are in U):")
+    console.print("\n[bold]Detection on one negative[/bold] (tokens CUT flags, the set U, are [bold red]⟦marked⟧[/bold red]):")
     console.print(f"  instruction: {example['prompt']}\n  judgment:    {example['judgment']}")
     console.print(f"  response:    {flagged_response(trainer, example)}")
     console.print(f"\nModel, tokenizer and model card: {figures['output_dir']}  (training data: train.jsonl)")
@@ -106,6 +106,8 @@ def _print_report(figures: dict[str, Any], trainer: CUTTrainer, examples: list[d
 @torch.no_grad()
 def flagged_response(trainer: CUTTrainer, example: dict[str, Any]) -> str:
     """The example's response with the tokens CUT's detection puts in U marked up for the console."""
+    from rich.markup import escape
+
     from cutalign.data.views import ViewBuilder
     from cutalign.losses import cut_loss
 
@@ -126,7 +128,7 @@ def flagged_response(trainer: CUTTrainer, example: dict[str, Any]) -> str:
     pieces = []
     for token_id, flagged in zip(features["completion_ids"], out.unlikely_mask[0].tolist(), strict=False):
         text = tokenizer.decode([token_id], skip_special_tokens=True)
-        pieces.append(f"[red]{text}[/red]" if flagged and text.strip() else text)
+        pieces.append(f"[bold red]⟦{escape(text)}⟧[/bold red]" if flagged and text.strip() else escape(text))
     return "".join(pieces)
 
 
