@@ -110,11 +110,11 @@ def test_left_truncation_keeps_bos_and_the_whole_response(negatives, llama2_toke
     example = negatives[0]
     full = ViewBuilder(llama2_tokenizer, template, max_length=4096).build(example, CUT_CONTEXTS)
     n_response = len(full["completion_ids"])
-    budget = min(len(full[f"{ctx}_prompt_ids"]) for ctx in CUT_CONTEXTS) - 1  # every prompt must be cut
-    cut = ViewBuilder(llama2_tokenizer, template, max_length=n_response + budget).build(example, CUT_CONTEXTS)
-    assert cut["completion_ids"] == full["completion_ids"]
-    for ctx in CUT_CONTEXTS:
-        assert cut[f"{ctx}_prompt_ids"] == [1, *full[f"{ctx}_prompt_ids"][-(budget - 1) :]]
+    for ctx in CUT_CONTEXTS:  # cut each context by one token: never into a judgment
+        n_prompt = len(full[f"{ctx}_prompt_ids"])
+        cut = ViewBuilder(llama2_tokenizer, template, max_length=n_response + n_prompt - 1).build(example, (ctx,))
+        assert cut["completion_ids"] == full["completion_ids"]
+        assert cut[f"{ctx}_prompt_ids"] == [1, *full[f"{ctx}_prompt_ids"][-(n_prompt - 2) :]]
 
 
 def test_response_too_long_boundary(negatives, llama2_tokenizer):
@@ -122,10 +122,9 @@ def test_response_too_long_boundary(negatives, llama2_tokenizer):
     n_response = len(
         ViewBuilder(llama2_tokenizer, AlpacaTemplate()).build(example, ["plain"])["completion_ids"]
     )
-    tight = ViewBuilder(llama2_tokenizer, AlpacaTemplate(), max_length=n_response + 1).build(
-        example, CUT_CONTEXTS
-    )
-    assert tight["plain_prompt_ids"] == [1] and tight["judged_prompt_ids"] == [1]
+    tight = ViewBuilder(llama2_tokenizer, AlpacaTemplate(), max_length=n_response + 1)
+    assert tight.build(example, ["plain"])["plain_prompt_ids"] == [1]
+    assert tight.build(example, CUT_CONTEXTS) == "judgment_truncated"  # the judgment cannot fit
     too_tight = ViewBuilder(llama2_tokenizer, AlpacaTemplate(), max_length=n_response)
     assert too_tight.build(example, CUT_CONTEXTS) == "response_too_long"
 
@@ -218,3 +217,27 @@ def test_build_dataset_reuses_the_datasets_cache(examples, llama2_tokenizer, tmp
     second, _ = build_dataset(canonical_rows, builder, CUT_CONTEXTS)
     assert first.cache_files and first.cache_files == second.cache_files
     assert second.to_list() == first.to_list()
+
+
+def test_truncation_that_would_cut_the_judgment_drops_the_example(llama2_tokenizer):
+    """A negative whose judgment is cut looks like [x] -> y: CUT would learn the rejected response."""
+    from cutalign.data.templates import AlpacaTemplate
+
+    judgment = "The response is too short and misses the wavelength dependence."
+    example = {"id": "1", "prompt": "Explain why the sky is blue in one long paragraph, with physics.",
+               "completion": "Because of Rayleigh scattering of sunlight.", "judgment": judgment,
+               "label": False, "score": None, "refinement": None}
+    contexts = ("plain", "judged", "misaligned")
+    # Find the shortest max_length that keeps the judgment whole; one token less must drop.
+    lengths = range(20, 80)
+    kept = [n for n in lengths if not isinstance(
+        ViewBuilder(llama2_tokenizer, AlpacaTemplate(), max_length=n).build(example, contexts), str)]
+    shortest = kept[0]
+    built = ViewBuilder(llama2_tokenizer, AlpacaTemplate(), max_length=shortest).build(example, contexts)
+    assert judgment in llama2_tokenizer.decode(built["judged_prompt_ids"])
+    assert len(built["judged_prompt_ids"]) + len(built["completion_ids"]) <= shortest
+    assert ViewBuilder(llama2_tokenizer, AlpacaTemplate(), max_length=shortest - 1).build(example, contexts) == (
+        "judgment_truncated")
+    # The plain context alone may be cut freely: no judgment in it.
+    assert not isinstance(
+        ViewBuilder(llama2_tokenizer, AlpacaTemplate(), max_length=shortest - 1).build(example, ("plain",)), str)

@@ -149,6 +149,8 @@ class ViewBuilder:
             target = target_ids.get(ctx, completion_ids)
             if len(target) + 1 > self.max_length:
                 return f"{OWN_TARGETS[ctx]}_too_long"
+            if ctx in prompts and self._truncation_cuts_judgment(example, ctx, texts[ctx], prompts[ctx], target):
+                return "judgment_truncated"
             prompt = (
                 fit_prompt(prompts[ctx], self.bos_id, self.max_length - len(target)) if ctx in prompts else []
             )
@@ -182,6 +184,25 @@ class ViewBuilder:
                 texts[ctx] = self.template.critique(prompt, example["completion"])
         return texts
 
+    def _truncation_cuts_judgment(
+        self, example: Mapping[str, Any], ctx: str, text: str, prompt_ids: list[int], target: list[int]
+    ) -> bool:
+        """Whether left truncation would cut into the judgment a context carries.
+
+        Training on such a context is worse than dropping it: a negative whose judgment is gone
+        looks like [x] -> y, so CUT would detect nothing and learn the rejected response.
+        """
+        budget = self.max_length - len(target)
+        if ctx not in JUDGMENT_CONTEXTS or len(prompt_ids) <= budget:
+            return False
+        judgment = self.fake_positive if ctx == "misaligned" else (
+            _text_or_none(example.get("judgment")) or self.positive_judgment)
+        start = text.rfind(judgment)
+        if start < 0:  # the template rewrote the judgment; cannot tell, so be safe
+            return True
+        kept_from_judgment = len(self._encode([text[start:]])[0]) + int(self.bos_id is not None)
+        return kept_from_judgment > budget
+
     def _target_text(self, example: Mapping[str, Any], ctx: str) -> str:
         text = _text_or_none(example.get(OWN_TARGETS[ctx]))
         return text if text is not None else self.positive_judgment
@@ -203,7 +224,9 @@ class ViewBuilder:
 
 
 # Bump when build() changes what it produces, so cached views are not reused.
-VIEWS_VERSION = 1
+VIEWS_VERSION = 2
+# Contexts whose prompt carries a judgment that truncation must not cut.
+JUDGMENT_CONTEXTS = ("judged", "misaligned", "hindsight")
 
 
 def _checked_contexts(contexts: Sequence[str]) -> tuple[str, ...]:
