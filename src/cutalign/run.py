@@ -42,9 +42,12 @@ def run_training(method: str, run_args: Any, config: Any, model_args: Any, train
         raise ValueError("no model given (--model)")
     rule = PolarityRule(score_threshold=config.score_threshold, positive_pattern=config.positive_pattern)
     train_data, load_report = load_judged(_one_or_many(run_args.data), run_args.data_format, rule=rule)
-    eval_data = (load_judged(_one_or_many(run_args.eval_data), run_args.data_format, rule=rule)[0]
-                 if run_args.eval_data else None)
+    eval_data, eval_load_report = (load_judged(_one_or_many(run_args.eval_data), run_args.data_format, rule=rule)
+                                   if run_args.eval_data else (None, None))
     init_kwargs = dict(config.model_init_kwargs or {})
+    # Every method (TRL's DPO loader included) loads weights as safetensors, without remote code.
+    init_kwargs.setdefault("use_safetensors", True)
+    init_kwargs.setdefault("trust_remote_code", False)
     init_kwargs.setdefault("dtype", model_args.dtype)
     if model_args.attn_implementation:
         init_kwargs.setdefault("attn_implementation", model_args.attn_implementation)
@@ -64,6 +67,8 @@ def run_training(method: str, run_args: Any, config: Any, model_args: Any, train
         peft_config=peft_config,
     )
     trainer.drop_report.merge(load_report)
+    if eval_load_report is not None:
+        trainer.eval_drop_report.merge(eval_load_report)
     _print_data_summary(trainer)
     result = trainer.train(resume_from_checkpoint=resolve_checkpoint(config.resume_from_checkpoint, config.output_dir))
     trainer.save_model(config.output_dir)
@@ -94,10 +99,11 @@ def _print_data_summary(trainer: Any) -> None:
         console.print(f"training pairs: {len(data)}")
     global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     console.print(f"processes: {args.world_size}, global batch: {global_batch}")
-    if trainer.drop_report:
-        console.print(f"dropped examples: {trainer.drop_report.total}")
-        for line in trainer.drop_report.lines():
-            console.print(f"  - {line}")
+    for name, report in (("training", trainer.drop_report), ("evaluation", trainer.eval_drop_report)):
+        if report:
+            console.print(f"dropped {name} examples: {report.total}")
+            for line in report.lines():
+                console.print(f"  - {line}")
 
 
 def _one_or_many(sources: list[str]) -> str | list[str]:

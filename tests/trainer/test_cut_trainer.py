@@ -53,8 +53,11 @@ def test_positives_are_downsampled_and_counted(tmp_path, tokenizer, online_examp
 
 
 def test_gradient_accumulation_matches_the_larger_batch(tmp_path, tokenizer, online_examples):
-    """Paper mode: 2 micro-batches of 2 give the same update as one batch of 4."""
-    data = online_examples[:16]
+    """Paper mode: micro-batches of 2 and 1 give the same update as one batch of 3 (a plain mean of
+    micro-batch means would weight the single example twice)."""
+    negatives = [e for e in online_examples if not e["label"] and len(e["completion"]) < 600]
+    positives = [e for e in online_examples if e["label"] and len(e["completion"]) < 600]
+    data = [negatives[0], positives[0], negatives[1]]
 
     def run(batch: int, accumulation: int) -> dict[str, torch.Tensor]:
         model = tiny_causal_lm(tokenizer, hidden_size=32)
@@ -64,9 +67,24 @@ def test_gradient_accumulation_matches_the_larger_batch(tmp_path, tokenizer, onl
         CUTTrainer(model, config, train_dataset=data, processing_class=tokenizer).train()
         return params(model)
 
-    big, accumulated = run(4, 1), run(2, 2)
+    big, accumulated = run(3, 1), run(2, 2)
     for name in big:
         torch.testing.assert_close(accumulated[name], big[name], atol=2e-6, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize(("overrides", "grad", "nograd"), [
+    ({}, ("plain", "judged"), ("misaligned",)),
+    ({"misalign_mode": "instruction_only"}, ("plain", "judged"), ()),
+    ({"no_align_n": True}, ("plain",), ("judged", "misaligned")),
+    ({"no_align_n": True, "no_detection": True}, ("plain",), ()),
+    ({"no_align_n": True, "no_detection": True, "gamma": 0.5}, ("plain",), ("judged",)),
+    ({"no_l1": True}, ("plain", "judged"), ()),
+])
+def test_only_the_contexts_the_loss_reads_are_computed(tmp_path, tokenizer, online_examples, overrides, grad,
+                                                       nograd):
+    trainer = CUTTrainer(tiny_causal_lm(tokenizer, hidden_size=32), make_config(tmp_path, **overrides),
+                         train_dataset=online_examples[:8], processing_class=tokenizer)
+    assert (trainer.grad_contexts, trainer.nograd_contexts) == (grad, nograd)
 
 
 def test_resume_from_checkpoint_continues_identically(tmp_path, tokenizer, online_examples):

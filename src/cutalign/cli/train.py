@@ -110,13 +110,27 @@ def _peek_method(argv: list[str]) -> str:
     return "cut"
 
 
+SECRET_KEY_PARTS = ("secret", "password", "api_key", "apikey")
+
+
 def dump_run_config(path: Path, **parts: Any) -> None:
-    """Save the resolved run configuration (no tokens: hub/report secrets are dropped)."""
-    secret = ("token", "hub_token", "push_to_hub_token")
+    """Save the resolved run configuration, without secrets at any depth (tokens, keys, passwords)."""
     merged: dict[str, Any] = {}
     for part in parts.values():
-        merged.update({k: v for k, v in part.items() if k not in secret})
-    path.write_text(yaml.safe_dump(json.loads(json.dumps(merged, default=str)), sort_keys=True))
+        merged.update(part)
+    path.write_text(yaml.safe_dump(_without_secrets(json.loads(json.dumps(merged, default=str))), sort_keys=True))
+
+
+def _is_secret(key: str) -> bool:
+    return key == "token" or key.endswith("_token") or any(part in key for part in SECRET_KEY_PARTS)
+
+
+def _without_secrets(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_secrets(v) for k, v in value.items() if not _is_secret(str(k).lower())}
+    if isinstance(value, list):
+        return [_without_secrets(v) for v in value]
+    return value
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -126,7 +126,8 @@ class JudgmentTrainer(Trainer):
         with args.main_process_first(desc=f"tokenising {name} dataset"):
             views, dropped = build_dataset(dataset, builder, self.view_contexts(), num_proc=args.dataset_num_proc,
                                            desc=f"Tokenising {name} dataset")
-        views = self.select_examples(views, args, dropped)
+        if name == "train":  # evaluation measures the data as given
+            views = self.select_examples(views, args, dropped)
         (self.drop_report if name == "train" else self.eval_drop_report).merge(dropped)
         if args.process_index == 0:
             for line in dropped.lines():

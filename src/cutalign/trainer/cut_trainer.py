@@ -43,10 +43,17 @@ class CUTTrainer(JudgmentTrainer):
             no_detection=args.no_detection, no_dynamic_weight=args.no_dynamic_weight,
         )
         detects = not args.no_l1 and not args.no_detection
-        # Compute only what the loss reads: [x, j-] feeds Align-N and the detection; [x, j+] only
-        # the detection (fake_positive mode).
-        self.grad_contexts = ("plain", "judged") if detects or not args.no_align_n else ("plain",)
-        self.nograd_contexts = ("misaligned",) if detects and args.misalign_mode == "fake_positive" else ()
+        dynamic_weight = (not args.no_l1 and args.mode == "paper" and args.gamma > 0
+                          and not args.no_dynamic_weight)
+        # Compute only what the loss reads: [x, j-] with gradient for Align-N, without gradient when
+        # only the detection or the dynamic weight reads it; [x, j+] only for fake_positive detection.
+        judged_read = detects or dynamic_weight
+        self.grad_contexts = ("plain", "judged") if not args.no_align_n else ("plain",)
+        self.nograd_contexts = (("judged",) if args.no_align_n and judged_read else ()) + (
+            ("misaligned",) if detects and args.misalign_mode == "fake_positive" else ())
+        # Paper mode is a mean over examples (exact under accumulation); official mode keeps the
+        # official code's mean of micro-batch means.
+        self.per_example_loss = args.mode == "paper"
         super().__init__(model, args, **kwargs)
 
     def select_examples(self, views: datasets.Dataset, args: CUTConfig, dropped: DropReport) -> datasets.Dataset:

@@ -198,7 +198,8 @@ class JudgmentDPOTrainer(DPOTrainer):
             processing_class = AutoTokenizer.from_pretrained(self.base_model_id)
         ensure_pad_token(processing_class)
         self.template = template_from_config(args, processing_class)
-        self.drop_report = DropReport()
+        self.drop_report = DropReport()  # the training data's drops; evaluation's are kept apart
+        self.eval_drop_report = DropReport()
         if ref_model is None and peft_config is None and not isinstance(model, str) and not is_peft_model(model) \
                 and not args.precompute_ref_log_probs:
             ref_model = copy.deepcopy(model).eval().requires_grad_(False)  # the policy as it starts
@@ -216,7 +217,7 @@ class JudgmentDPOTrainer(DPOTrainer):
         pairs, dropped = self.build_pairs(dataset)
         tokenised, too_long = tokenize_pairs(pairs, processing_class, self.template, args.max_length)
         dropped.merge(too_long)
-        self.drop_report.merge(dropped)
+        (self.drop_report if dataset_name == "train" else self.eval_drop_report).merge(dropped)
         if args.process_index == 0:
             for line in dropped.lines():
                 logger.warning("%s dataset: dropped %s", dataset_name, line)
