@@ -19,7 +19,10 @@ fi
 "$VPY" -m pip install -q --upgrade pip
 if ! "$VPY" -c "import torch" 2>/dev/null; then
   echo "[bootstrap] installing the CPU torch wheel (torch==${CUTALIGN_TORCH:-2.13.0})"
-  "$VPY" -m pip install -q "torch==${CUTALIGN_TORCH:-2.13.0}"
+  # PyTorch's CPU index first (on PyPI, Linux torch wheels are CUDA builds); where that index is
+  # unreachable, --retries 0 makes pip fall back at once to the configured indexes and local wheels.
+  "$VPY" -m pip install -q --retries 0 --extra-index-url https://download.pytorch.org/whl/cpu \
+    "torch==${CUTALIGN_TORCH:-2.13.0}"
 fi
 echo "[bootstrap] installing cutalign and its dependencies"
 "$VPY" -m pip install -q -e ".[dev,plot]"

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BIN = Path(sys.executable).parent
 
@@ -21,19 +22,28 @@ def train_args(model: Path, data: Path, out: Path) -> list[str]:
 
 def run(cmd: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result
 
 
-def test_torchrun_two_processes(tmp_path, tiny_model_dir, cut_online_dir):
-    out = tmp_path / "out"
+def test_torchrun_two_processes_give_the_one_process_update(tmp_path, tiny_model_dir, cut_online_dir):
+    """2 processes x 2 examples (gloo DDP) == 1 process x 4 examples, parameter for parameter."""
+    from safetensors.torch import load_file
+
+    data = cut_online_dir / "train-alpaca-sample-iter3.json"
+    exact = ["--optim", "sgd", "--learning_rate", "1.0", "--lr_scheduler_type", "constant", "--max_steps", "1",
+             "--train_sampling_strategy", "sequential", "--positive_ratio", "-1", "--disable_dropout", "true"]
+    ddp, single = tmp_path / "ddp", tmp_path / "single"
     result = run([str(BIN / "torchrun"), "--nproc_per_node", "2", "--no-python", str(BIN / "cutalign"),
-                  *train_args(tiny_model_dir, cut_online_dir / "train-alpaca-sample-iter3.json", out)], tmp_path)
-    state = json.loads((out / "trainer_state.json").read_text())
-    assert state["global_step"] == 2
+                  *train_args(tiny_model_dir, data, ddp), *exact], tmp_path)
     assert "processes: 2, global batch: 4" in result.stderr
-    assert json.loads((out / "train_results.json").read_text())["train_loss"] > 0
+    run([str(BIN / "cutalign"), *train_args(tiny_model_dir, data, single), *exact,
+         "--per_device_train_batch_size", "4"], tmp_path)
+    initial, after_ddp, after_single = (load_file(d / "model.safetensors") for d in (tiny_model_dir, ddp, single))
+    assert any(not torch.equal(after_ddp[k], initial[k]) for k in initial)
+    for name, value in after_single.items():
+        torch.testing.assert_close(after_ddp[name], value, atol=1e-6, rtol=1e-5, msg=name)
 
 
 @pytest.mark.slow

@@ -41,6 +41,8 @@ def generate(
     data: Annotated[Path, typer.Option("--data", help="JSON/JSONL of records with `prompt` (or `instruction`/`input`).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output JSONL: id, prompt, completion.")],
     template: Annotated[str, typer.Option(help="'alpaca' (the paper's inference template) or 'chat'.")] = "alpaca",
+    system_prompt: Annotated[str | None, typer.Option(help="With --template chat: the system message used in "
+                                                           "training (--system_prompt of train).")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate per response.")] = 256,
     batch_size: Annotated[int, typer.Option(help="Prompts per generate() call.")] = 8,
     do_sample: Annotated[bool, typer.Option(help="Sample instead of greedy decoding.")] = False,
@@ -51,7 +53,6 @@ def generate(
 ) -> None:
     """Generate responses for a file of prompts (greedy by default) into JSONL."""
     from cutalign.data.schema import DataError
-    from cutalign.data.templates import get_template
     from cutalign.generation import generate_responses, load_for_inference, write_generations
 
     try:
@@ -62,12 +63,23 @@ def generate(
     records = records[:limit] if limit is not None else records
     lm, tokenizer = load_for_inference(model, dtype=dtype)
     responses = generate_responses(
-        lm, tokenizer, [r["prompt"] for r in records], get_template(template, tokenizer),
+        lm, tokenizer, [r["prompt"] for r in records], prompt_template(template, tokenizer, system_prompt),
         max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=do_sample,
         temperature=temperature, top_p=top_p,
     )
     write_generations(output, records, responses)
     typer.echo(f"wrote {len(responses)} responses to {output}")
+
+
+def prompt_template(name: str, tokenizer: Any, system_prompt: str | None):
+    """The training template by name; a system prompt only exists in the chat template."""
+    from cutalign.data.templates import get_template
+
+    if system_prompt is not None:
+        if name != "chat":
+            raise typer.BadParameter("--system-prompt needs --template chat", param_hint="--system-prompt")
+        return get_template("chat", tokenizer, system_prompt=system_prompt)
+    return get_template(name, tokenizer)
 
 
 def read_prompts(path: Path) -> list[dict[str, Any]]:

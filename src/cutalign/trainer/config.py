@@ -107,6 +107,11 @@ class JudgmentTrainingConfig(JudgmentDataArguments, RecipeDefaults, TrainingArgu
                           "official code. Set to a negative value or null to keep all positives."},
     )
     # -- compute
+    ddp_broadcast_buffers: bool | None = field(
+        default=False,
+        metadata={"help": "Kept False: the no-gradient pass runs only on processes whose micro-batch has negatives, "
+                          "and DDP's buffer broadcast in forward would then wait forever for the others."},
+    )
     padding_free: bool = field(
         default=False,
         metadata={"help": "Pack each forward pass's sequences into one row with restarting position_ids instead of "
