@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CUTALIGN_SHARED", REPO_ROOT.parent / "shared"))
@@ -55,9 +57,36 @@ def online_examples(cut_online_dir):
 
 @pytest.fixture()
 def tokenizer(llama2_tokenizer):
-    import copy
-
     tok = copy.deepcopy(llama2_tokenizer)
     if tok.pad_token_id is None:
         tok.pad_token = tok.unk_token
     return tok
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, llama2_tokenizer):
+    """A tiny Llama with the real Llama-2 tokenizer saved as a model directory (read-only in tests)."""
+    from cutalign.demo.assets import tiny_causal_lm
+
+    tokenizer = copy.deepcopy(llama2_tokenizer)
+    tokenizer.pad_token = tokenizer.unk_token
+    path = tmp_path_factory.mktemp("tiny")
+    tiny_causal_lm(tokenizer, hidden_size=32).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def cli_ok():
+    """Invoke `cutalign ARGS...` in-process and fail with its output unless it exits 0."""
+    from cutalign.cli import _register, app
+
+    _register()
+    runner = CliRunner()
+
+    def invoke(*args):
+        result = runner.invoke(app, [str(a) for a in args])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        return result
+
+    return invoke

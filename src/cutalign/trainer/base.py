@@ -203,8 +203,13 @@ class JudgmentTrainer(Trainer):
         self._tokens["real"] += int(mask.sum()) if mask is not None else int(block["input_ids"].numel())
 
     def _pop_metrics(self, mode: str) -> dict[str, float]:
+        """Mean of each metric since the last log, averaged over processes (every process logs)."""
         averaged = {k: sum(v) / len(v) for k, v in self._metrics[mode].items() if v}
         self._metrics[mode].clear()
+        if self.args.world_size > 1 and averaged:
+            keys = sorted(averaged)  # the same keys on every process: each method logs a fixed set
+            values = torch.tensor([averaged[k] for k in keys], device=self.args.device)
+            averaged = dict(zip(keys, self.accelerator.reduce(values, reduction="mean").tolist(), strict=True))
         return averaged
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
