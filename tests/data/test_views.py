@@ -199,8 +199,10 @@ def test_build_dataset_counts_drops_and_keeps_one_schema(examples, llama2_tokeni
         f"#{len(rows) - 1}"
     ]
     assert report.counts["response_too_long"] == sum(f == "response_too_long" for f in expected) > 0
-    assert dataset.column_names == ViewBuilder.feature_keys(CUT_CONTEXTS)
-    assert dataset.to_list() == kept
+    assert dataset.column_names == [*ViewBuilder.feature_keys(CUT_CONTEXTS), "id"]
+    kept_ids = [str(e["id"]) if e["id"] is not None else f"#{i}"
+                for i, (e, f) in enumerate(zip(rows, expected, strict=True)) if not isinstance(f, str)]
+    assert dataset.to_list() == [{**f, "id": i} for f, i in zip(kept, kept_ids, strict=True)]
 
     positives = [e for e, f in zip(rows, expected, strict=True) if e["label"] and not isinstance(f, str)][:5]
     positives_only, report = build_dataset(positives, builder, CUT_CONTEXTS)

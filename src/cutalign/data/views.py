@@ -35,7 +35,8 @@ CONTEXTS = ("plain", "judged", "misaligned", "hindsight", "critique", "refined")
 # Contexts whose target is not the response: context -> the canonical field holding the target.
 OWN_TARGETS = {"critique": "judgment", "refined": "refinement"}
 DROP_COLUMN = "drop_reason"
-WHERE_COLUMN = "drop_where"
+# The example's id (or "#row" in the canonical data): later drops (downsampling) name it too.
+WHERE_COLUMN = "id"
 
 
 def tokenizer_uses_bos(tokenizer: Any) -> bool:
@@ -305,7 +306,7 @@ def build_dataset(
             kept.append(index)
     if len(kept) < len(mapped):
         mapped = mapped.select(kept)
-    return mapped.remove_columns([DROP_COLUMN, WHERE_COLUMN]), report
+    return mapped.remove_columns([DROP_COLUMN]), report
 
 
 def _empty_features(keys: Sequence[str]) -> dict[str, Any]:

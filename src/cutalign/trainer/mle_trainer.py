@@ -88,9 +88,10 @@ class SFTTrainer(MLETrainer):
         if args.sft_include_negatives:
             return views
         negative = views["is_negative"]
-        for index, is_negative in enumerate(negative):
+        ids = views["id"] if "id" in views.column_names else [f"#{i}" for i in range(len(views))]
+        for example_id, is_negative in zip(ids, negative, strict=True):
             if is_negative:
-                dropped.drop(NEGATIVE_EXCLUDED, f"#{index}")
+                dropped.drop(NEGATIVE_EXCLUDED, example_id)
         return views.select([i for i, is_negative in enumerate(negative) if not is_negative])
 
 
