@@ -25,5 +25,5 @@ if ! "$VPY" -c "import torch" 2>/dev/null; then
     "torch==${CUTALIGN_TORCH:-2.13.0}"
 fi
 echo "[bootstrap] installing cutalign and its dependencies"
-"$VPY" -m pip install -q -e ".[dev,plot]"
+"$VPY" -m pip install -q -e ".[dev]"
 echo "$want" > "$stamp"
