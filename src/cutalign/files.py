@@ -78,7 +78,7 @@ class ResumableJSONL:
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "out.jsonl"
     >>> with ResumableJSONL(path, key=lambda r: r["id"]) as out:
     ...     out.append([{"id": 1}, {"id": 2}])
-2
+    2
     >>> _ = path.open("a").write('{"id": 3')          # a crash in the middle of a row
     >>> out = ResumableJSONL(path, key=lambda r: r["id"])
     >>> sorted(out.done), out.discarded_partial_line
