@@ -12,10 +12,15 @@ from cutalign.data.templates import (
     ALPACA_PLAIN,
     JUDGE_PROMPT,
     LLAMA2_CHAT_TEMPLATE,
+    RUN_CONFIG_NAME,
     AlpacaTemplate,
     ChatTemplate,
     PromptTemplate,
     get_template,
+    load_chat_template,
+    render_chat,
+    resolve_template,
+    resolve_template_settings,
 )
 
 
@@ -63,8 +68,9 @@ def test_alpaca_rejects_conversational_prompts_with_a_hint():
 
 def test_chat_template_requires_a_chat_template(llama2_tokenizer):
     assert not llama2_tokenizer.chat_template
-    with pytest.raises(ValueError, match="has no chat_template"):
+    with pytest.raises(ValueError, match=r"has no chat_template.*--chat_template NAME\|FILE.*llama2, chatml, zephyr"):
         ChatTemplate(llama2_tokenizer)
+    assert ChatTemplate(llama2_tokenizer, chat_template="llama2").plain("hi") == "<s>[INST] hi [/INST]"
     explicit = ChatTemplate(llama2_tokenizer, chat_template=LLAMA2_CHAT_TEMPLATE)
     assert explicit.plain("hi") == "<s>[INST] hi [/INST]"
 
@@ -130,3 +136,74 @@ def test_get_template(chat_tokenizer):
         get_template("chat")
     with pytest.raises(ValueError, match="judgment_placement"):
         get_template("chat", chat_tokenizer, judgment_placement="assistant")
+
+
+def test_chat_templates_by_name_file_or_text(tmp_path, llama2_tokenizer):
+    assert load_chat_template("llama2") == LLAMA2_CHAT_TEMPLATE
+    assert load_chat_template(None) is None
+    jinja = tmp_path / "t.jinja"
+    jinja.write_text("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>")
+    assert ChatTemplate(llama2_tokenizer, chat_template=str(jinja)).plain("hi") == "<user>hi<assistant>"
+    chatml = ChatTemplate(llama2_tokenizer, chat_template="chatml", system_prompt="Be brief.")
+    assert chatml.plain("hi") == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
+    zephyr = ChatTemplate(llama2_tokenizer, chat_template="zephyr")
+    assert zephyr.plain("hi") == "<|user|>\nhi</s>\n<|assistant|>\n"
+    with pytest.raises(ValueError, match="neither a built-in name"):
+        load_chat_template("vicuna")
+    bad = tmp_path / "bad.jinja"
+    bad.write_text("{% for m in messages %}")
+    with pytest.raises(ValueError, match="Jinja syntax error on line 1"):
+        load_chat_template(str(bad))
+
+
+def _save_config(folder, **settings):
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / RUN_CONFIG_NAME).write_text(yaml.safe_dump({"learning_rate": 0.1, **settings}))
+    return folder
+
+
+def test_resolve_template_reads_the_saved_settings_and_flags_win(tmp_path, llama2_tokenizer):
+    assert isinstance(resolve_template(tmp_path / "foreign", llama2_tokenizer), AlpacaTemplate)
+    assert isinstance(resolve_template(None, llama2_tokenizer), AlpacaTemplate)
+    run = _save_config(tmp_path / "run", template="chat", chat_template="llama2", system_prompt="Be kind.",
+                       judgment_placement="system")
+    chat = resolve_template(run, llama2_tokenizer)
+    assert isinstance(chat, ChatTemplate)
+    assert (chat.system_prompt, chat.judgment_placement) == ("Be kind.", "system")
+    assert chat.plain("hi") == "<s>[INST] <<SYS>>\nBe kind.\n<</SYS>>\n\nhi [/INST]"
+    assert resolve_template(run, llama2_tokenizer, system_prompt="Be brief.").system_prompt == "Be brief."
+    assert isinstance(resolve_template(run, llama2_tokenizer, template="alpaca"), AlpacaTemplate)
+    # a checkpoint folder reads its run's settings
+    (run / "checkpoint-10").mkdir()
+    assert isinstance(resolve_template(run / "checkpoint-10", llama2_tokenizer), ChatTemplate)
+    settings = resolve_template_settings(run)
+    assert settings.describe() == f"chat (llama2), from {run / RUN_CONFIG_NAME}"
+
+
+def test_resolve_template_implies_chat_and_rejects_contradictions(tmp_path, llama2_tokenizer):
+    chat = resolve_template(tmp_path, llama2_tokenizer, chat_template="llama2")
+    assert isinstance(chat, ChatTemplate) and chat.plain("hi") == "<s>[INST] hi [/INST]"
+    with pytest.raises(ValueError, match="system prompt needs the chat template"):
+        resolve_template(tmp_path, llama2_tokenizer, template="alpaca", system_prompt="x")
+    with pytest.raises(ValueError, match="neither a built-in name"):
+        resolve_template_settings(tmp_path, chat_template="nope.jinja")
+    _save_config(tmp_path / "bad", template="chat")
+    with pytest.raises(ValueError, match="has no chat_template"):
+        resolve_template(tmp_path / "bad", llama2_tokenizer)
+
+
+def test_saved_chat_template_path_that_moved_falls_back_to_the_saved_tokenizer(tmp_path, chat_tokenizer):
+    run = _save_config(tmp_path / "run", template="chat", chat_template="/gone/llama.jinja")
+    assert resolve_template(run, chat_tokenizer).plain("hi") == "<s>[INST] hi [/INST]"
+
+
+def test_render_chat_under_alpaca_takes_one_user_message(chat_tokenizer):
+    alpaca = AlpacaTemplate()
+    assert render_chat(alpaca, [{"role": "user", "content": "hi"}]) == alpaca.plain("hi")
+    with pytest.raises(ValueError, match=r"single user message; got roles \['system', 'user'\]"):
+        render_chat(alpaca, [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}])
+    chat = ChatTemplate(chat_tokenizer)
+    assert render_chat(chat, [{"role": "user", "content": "hi"}]) == chat.plain("hi")
