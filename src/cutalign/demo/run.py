@@ -18,8 +18,9 @@ from rich.console import Console
 from rich.table import Table
 
 from cutalign.data.templates import ALPACA_PLAIN
-from cutalign.demo.assets import demo_model_and_tokenizer
-from cutalign.demo.world import evaluate_accuracy, evaluation_set, load_sample, sample_world
+from cutalign.demo.sample import load_sample, sample_world
+from cutalign.lab.models import demo_model_and_tokenizer
+from cutalign.lab.world import evaluate_accuracy, evaluation_set
 from cutalign.trainer.config import CUTConfig
 from cutalign.trainer.cut_trainer import CUTTrainer
 

@@ -1,7 +1,7 @@
-"""A synthetic fact world whose judged examples look like online CUT data, and a way to score a model on it.
+"""The lab's synthetic fact world: judged examples that look like online CUT data, and scoring.
 
-The demo has to run offline in a minute on a laptop, so it cannot use real instructions or a real
-judge. Instead a seeded world of invented countries and people answers questions such as "What is
+The lab and the demo run offline in minutes on a CPU, so they cannot use real instructions or a
+real judge. Instead a seeded world of invented countries and people answers questions such as "What is
 the capital of Zorvia?" exactly, and :meth:`FactWorld.judge` writes the kind of judgment GPT-4
 writes in the paper's online data: ``None`` for a satisfactory response, otherwise a sentence that
 names the wrong value and the right one ("the capital of Zorvia is Velmar, not Tarkin"). That is
@@ -13,24 +13,17 @@ counted correct when the gold value comes before any other value of the same att
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-# The bundled sample (package data). Regenerate with write_sample(); a test keeps it in sync.
-SAMPLE_PATH = Path(__file__).with_name("sample.jsonl")
-SAMPLE_N_ENTITIES = 12
-SAMPLE_SEED = 0
-SAMPLE_SIZE = 480
-SAMPLE_NEGATIVE_FRACTION = 0.3
+DEFAULT_NEGATIVE_FRACTION = 0.3
 
 PROFESSIONS = ("baker", "pilot", "sculptor", "astronomer", "weaver", "surgeon", "architect", "poet")
 ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kr", "th", "st")
@@ -251,7 +244,7 @@ def render_response(template: str, subject: str, values: dict[str, str]) -> str:
     return template.format(s=subject, **{a: ATTRIBUTES[a].render(v) for a, v in values.items()})
 
 
-def make_world(n_entities: int = SAMPLE_N_ENTITIES, seed: int = SAMPLE_SEED) -> FactWorld:
+def make_world(n_entities: int = 12, seed: int = 0) -> FactWorld:
     """A world of ``n_entities`` countries and as many people; the same seed gives the same world."""
     if n_entities < 2:
         raise ValueError(
@@ -312,7 +305,7 @@ class _NameMaker:
 def judged_examples(
     world: FactWorld,
     n: int,
-    negative_fraction: float = SAMPLE_NEGATIVE_FRACTION,
+    negative_fraction: float = DEFAULT_NEGATIVE_FRACTION,
     seed: int = 0,
     multi_fact_fraction: float = 0.2,
     refusal_fraction: float = 0.1,
@@ -425,12 +418,18 @@ def majority_guess_accuracy(questions: Sequence[EvalQuestion]) -> float:
 
 def first_mention(text: str, values: Iterable[str]) -> str | None:
     """The value mentioned earliest in ``text`` as a whole word (so "Vel" does not match "Velmar")."""
-    best: tuple[int, str] | None = None
+    hit = mention_span(text, values)
+    return None if hit is None else hit[0]
+
+
+def mention_span(text: str, values: Iterable[str]) -> tuple[str, tuple[int, int]] | None:
+    """The earliest whole-word mention in ``text`` of one of ``values``, with its character span."""
+    best: tuple[str, tuple[int, int]] | None = None
     for value in values:
         match = re.search(rf"(?<!\w){re.escape(value)}(?!\w)", text)
-        if match and (best is None or match.start() < best[0]):
-            best = (match.start(), value)
-    return None if best is None else best[1]
+        if match and (best is None or match.start() < best[1][0]):
+            best = (value, match.span())
+    return best
 
 
 def is_correct(response: str, gold: str, wrong_values: Sequence[str] = ()) -> bool:
@@ -470,22 +469,3 @@ def evaluate_accuracy(
     return sum(is_correct(r, q.gold, q.wrong_values) for r, q in zip(responses, items, strict=True)) / len(
         items
     )
-
-
-def sample_world() -> FactWorld:
-    """The world the bundled sample was drawn from (evaluate the demo model on its facts)."""
-    return make_world(SAMPLE_N_ENTITIES, SAMPLE_SEED)
-
-
-def write_sample(path: str | Path = SAMPLE_PATH) -> Path:
-    """(Re)generate the bundled sample: deterministic, so the committed file can be checked against it."""
-    from cutalign.data.io import write_jsonl  # imports `datasets`: only needed here
-
-    write_jsonl(judged_examples(sample_world(), SAMPLE_SIZE, SAMPLE_NEGATIVE_FRACTION, SAMPLE_SEED), path)
-    return Path(path)
-
-
-def load_sample() -> list[dict[str, Any]]:
-    """The bundled sample's examples (canonical dicts)."""
-    with SAMPLE_PATH.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

@@ -11,13 +11,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cutalign.data.templates import ALPACA_PLAIN
-from cutalign.demo.assets import (
-    build_demo_tokenizer,
-    default_tokenizer_texts,
-    demo_model_and_tokenizer,
-    tiny_causal_lm,
-)
-from cutalign.demo.world import evaluate_accuracy, evaluation_set, load_sample, sample_world
+from cutalign.demo.sample import load_sample, sample_world
+from cutalign.lab.models import demo_model_and_tokenizer, tiny_causal_lm
+from cutalign.lab.tokenizer import build_demo_tokenizer, default_tokenizer_texts
+from cutalign.lab.world import evaluate_accuracy, evaluation_set
 
 
 @pytest.fixture(scope="module")

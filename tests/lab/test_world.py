@@ -11,24 +11,26 @@ import torch
 from cutalign.data.io import load_judged_dataset
 from cutalign.data.schema import FIELDS
 from cutalign.data.templates import ALPACA_PLAIN
-from cutalign.demo.assets import build_demo_tokenizer
-from cutalign.demo.world import (
-    QUESTION_KINDS,
+from cutalign.demo.sample import (
     SAMPLE_NEGATIVE_FRACTION,
     SAMPLE_PATH,
     SAMPLE_SIZE,
+    load_sample,
+    sample_world,
+    write_sample,
+)
+from cutalign.lab.tokenizer import build_demo_tokenizer
+from cutalign.lab.world import (
+    QUESTION_KINDS,
     EvalQuestion,
     evaluate_accuracy,
     evaluation_set,
     first_mention,
     is_correct,
     judged_examples,
-    load_sample,
     majority_guess_accuracy,
     make_world,
     render_response,
-    sample_world,
-    write_sample,
 )
 
 
@@ -135,7 +137,7 @@ def test_judged_examples_rejects_bad_arguments(world) -> None:
 
 def test_committed_sample_is_what_write_sample_produces(tmp_path) -> None:
     regenerated = write_sample(tmp_path / "sample.jsonl")
-    assert regenerated.read_bytes() == SAMPLE_PATH.read_bytes(), "run cutalign.demo.world.write_sample()"
+    assert regenerated.read_bytes() == SAMPLE_PATH.read_bytes(), "run cutalign.demo.sample.write_sample()"
     assert SAMPLE_PATH.stat().st_size < 200_000
 
 
@@ -228,7 +230,7 @@ def test_evaluate_accuracy_scores_only_the_generated_part(world) -> None:
 
 
 def test_evaluate_accuracy_on_a_real_tiny_model_restores_state() -> None:
-    from cutalign.demo.assets import demo_model_and_tokenizer
+    from cutalign.lab.models import demo_model_and_tokenizer
 
     model, tokenizer = demo_model_and_tokenizer()
     questions = [EvalQuestion(q.question, q.gold, q.wrong_values) for q in evaluation_set(sample_world())[:8]]
