@@ -51,18 +51,83 @@ def template(request, llama2_tokenizer):
     return ChatTemplate(llama2_tokenizer, chat_template=LLAMA2_CHAT_TEMPLATE)
 
 
-def test_joined_tokenisation_merges_differently(examples, llama2_tokenizer, template):
-    """Why views tokenise separately: the joined text tokenises differently at the boundary."""
+def test_response_ids_are_the_prompts_continuation(examples, llama2_tokenizer, template):
+    """The response is tokenised as the tokenizer continues the rendered prompt (what the model sees
+    at inference), not on its own: for Llama-2 after "### Response:\n" that is `S`,`ure`, not `▁Sure`."""
+    builder = ViewBuilder(llama2_tokenizer, template, max_length=4096)
     for example in examples[:20]:
-        prompt_text = template.plain(example["prompt"])
-        joined = token_ids(llama2_tokenizer, prompt_text + example["completion"])
-        separate = token_ids(llama2_tokenizer, prompt_text) + token_ids(
-            llama2_tokenizer, example["completion"]
-        )
-        assert joined != separate
-        assert joined[: len(token_ids(llama2_tokenizer, prompt_text))] == token_ids(
-            llama2_tokenizer, prompt_text
-        )
+        features, notice = builder.build_with_notice(example, ["plain"])
+        prompt_ids = token_ids(llama2_tokenizer, template.plain(example["prompt"]))
+        joint = token_ids(llama2_tokenizer, template.plain(example["prompt"]) + example["completion"])
+        assert notice is None and joint[: len(prompt_ids)] == prompt_ids
+        assert features["completion_ids"] == [*joint[len(prompt_ids) :], llama2_tokenizer.eos_token_id]
+        assert features["completion_ids"][:-1] != token_ids(llama2_tokenizer, example["completion"])
+        decoded = llama2_tokenizer.decode(features["completion_ids"][:-1])
+        assert decoded == example["completion"], "no added leading space"
+
+
+def test_llama2_response_starts_without_word_start(llama2_tokenizer):
+    example = {"id": "1", "prompt": "Say hi", "completion": "Sure! Hi.", "judgment": "Rude.", "label": False}
+    ids = ViewBuilder(llama2_tokenizer, AlpacaTemplate()).build(example, CUT_CONTEXTS)["completion_ids"]
+    assert llama2_tokenizer.convert_ids_to_tokens(ids[:2]) == ["S", "ure"]
+
+
+def byte_level_bpe(texts: list[str]):
+    """A GPT-2-style byte-level BPE (no prefix space, BOS = EOS), trained offline in milliseconds."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>")
+
+
+def test_byte_level_bpe_response_ids_are_the_continuation(examples):
+    template = AlpacaTemplate()
+    texts = [template.judged(e["prompt"], e["judgment"] or "ok") + e["completion"] for e in examples]
+    tokenizer = byte_level_bpe(texts)
+    builder = ViewBuilder(tokenizer, template, max_length=4096)
+    for example in [e for e in examples if not e["label"]][:8]:
+        features, notice = builder.build_with_notice(example, CUT_CONTEXTS)
+        assert notice is None
+        for ctx, text in (("plain", template.plain(example["prompt"])),
+                          ("judged", template.judged(example["prompt"], example["judgment"]))):
+            joint = token_ids(tokenizer, text + example["completion"])
+            assert features[f"{ctx}_prompt_ids"] == joint[: len(features[f"{ctx}_prompt_ids"])]
+            assert features["completion_ids"][:-1] == joint[len(features[f"{ctx}_prompt_ids"]) :]
+        assert tokenizer.decode(features["completion_ids"][:-1]) == example["completion"]
+
+
+class _EndsMidWord:
+    """A template whose prompt ends inside a word, so the tokenizer merges across the boundary."""
+
+    name = "mid-word"
+
+    def plain(self, prompt):
+        return f"{prompt} Sur"
+
+    def judged(self, prompt, judgment):
+        return f"{prompt} ({judgment}) Sur"
+
+    def critique(self, prompt, completion):
+        return f"{prompt} {completion}"
+
+
+def test_boundary_merge_falls_back_to_separate_ids_with_a_notice(llama2_tokenizer):
+    example = {"id": "m1", "prompt": "Say", "completion": "e thing.", "judgment": "No.", "label": False,
+               "score": None, "refinement": None}
+    builder = ViewBuilder(llama2_tokenizer, _EndsMidWord())
+    features, notice = builder.build_with_notice(example, CUT_CONTEXTS)
+    assert notice == "response_tokenised_apart"
+    assert features["completion_ids"] == [*token_ids(llama2_tokenizer, "e thing."), llama2_tokenizer.eos_token_id]
+    views, report = build_dataset([example], builder, CUT_CONTEXTS)
+    assert len(views) == 1 and not report and report.notices == {"response_tokenised_apart": 1}
+    assert report.notice_samples["response_tokenised_apart"] == ["m1"]
+    assert "tokenisation_notice" not in views.column_names
 
 
 def test_response_ids_identical_across_contexts(negatives, llama2_tokenizer, template):
@@ -71,7 +136,9 @@ def test_response_ids_identical_across_contexts(negatives, llama2_tokenizer, tem
     features = [builder.build(e, contexts) for e in negatives]
     eos = llama2_tokenizer.eos_token_id
     for example, feature in zip(negatives, features, strict=True):
-        assert feature["completion_ids"] == [*token_ids(llama2_tokenizer, example["completion"]), eos]
+        joint = token_ids(llama2_tokenizer, template.plain(example["prompt"]) + example["completion"])
+        n_prompt = len(token_ids(llama2_tokenizer, template.plain(example["prompt"])))
+        assert feature["completion_ids"] == [*joint[n_prompt:], eos]
         expected_texts = {
             "plain": template.plain(example["prompt"]),
             "judged": template.judged(example["prompt"], example["judgment"]),
@@ -158,8 +225,16 @@ def test_baseline_contexts(examples, llama2_tokenizer):
     contexts = ("plain", "hindsight", "critique")
     pos, neg = builder.build(positive, contexts), builder.build(negative, contexts)
     assert "### Judgment:\nGood.\n\n### Response:\n" in llama2_tokenizer.decode(pos["hindsight_prompt_ids"])
-    assert pos["critique_target_ids"] == [*token_ids(llama2_tokenizer, "Good."), 2]
-    assert neg["critique_target_ids"] == [*token_ids(llama2_tokenizer, negative["judgment"]), 2]
+    def continuation(prompt_text: str, target: str) -> list[int]:  # own targets continue their prompt too
+        n = len(token_ids(llama2_tokenizer, prompt_text))
+        return [*token_ids(llama2_tokenizer, prompt_text + target)[n:], 2]
+
+    template = AlpacaTemplate()
+    assert pos["critique_target_ids"] == continuation(template.critique(positive["prompt"], positive["completion"]),
+                                                      "Good.")
+    assert neg["critique_target_ids"] == continuation(template.critique(negative["prompt"], negative["completion"]),
+                                                      negative["judgment"])
+    assert llama2_tokenizer.decode(neg["critique_target_ids"][:-1]) == negative["judgment"]
     critique_prompt = llama2_tokenizer.decode(neg["critique_prompt_ids"])
     assert critique_prompt.startswith("<s> Below is an instruction-response pair.")
     assert critique_prompt.endswith("### Judgment:\n") and negative["completion"][:50] in critique_prompt
@@ -169,7 +244,7 @@ def test_baseline_contexts(examples, llama2_tokenizer):
 
     assert builder.build(negative, ["plain", "refined"]) == "missing_refinement"
     refined = builder.build({**negative, "refinement": "Better answer."}, ["refined"])
-    assert refined["refined_target_ids"] == [*token_ids(llama2_tokenizer, "Better answer."), 2]
+    assert refined["refined_target_ids"] == continuation(template.plain(negative["prompt"]), "Better answer.")
     assert refined["refined_prompt_ids"] == builder.build(negative, ["plain"])["plain_prompt_ids"]
 
 

@@ -45,6 +45,7 @@ def downsample_positives(
     n_keep = int(positive_ratio * (len(negative) - len(positive_indices)))
     if len(positive_indices) <= n_keep:
         return dataset, report
+    report.selection_notes[DOWNSAMPLE_REASON] = f"to {positive_ratio:g} × negatives"
     keep_positive = set(random.Random(seed).sample(positive_indices, n_keep))
     ids = dataset["id"] if "id" in dataset.column_names else None
     kept = []

@@ -12,12 +12,18 @@ and the baselines add contexts with their own targets:
 - ``critique``    j | [x, y]             forward prediction; target = judgment + EOS
 - ``refined``     y_hat | x              ILF-MLE; target = refinement + EOS
 
-Why tokenise prompt and completion separately: detecting inappropriate tokens compares
-``p(y_t | ..., context)`` token by token across contexts, which only makes sense when the response
-ids are identical in every context. Joint tokenisation can merge tokens across the prompt/response
-boundary differently per context, so each prompt text and the completion are tokenised on their
-own (``add_special_tokens=False``) and concatenated; the completion ends with EOS and is never
-truncated -- prompts are cut from the left (keeping BOS) to fit ``max_length``.
+Why tokenise the response as a continuation of the prompt: the model sees, at inference, the ids
+the tokenizer gives the response *after* the rendered prompt. SentencePiece tokenizers (Llama-2) add
+a word-start ``▁`` to a text's first piece, so the response tokenised on its own starts ``▁Sure``
+where the continuation of ``### Response:\n`` starts ``S``, ``ure``; training on the former teaches
+a leading space. So each context's prompt and prompt + target are tokenised (``add_special_tokens=
+False``) and the target ids are the joint ids after the prompt's own ids, once those are checked to
+be a prefix. Detecting inappropriate tokens compares ``p(y_t | ..., context)`` across contexts, which
+needs the response ids identical in every context; every template ends its prompt with a newline or
+a fixed role header, so they are. Where a tokenizer merges across the boundary, or contexts disagree,
+the response is tokenised on its own (the old method) and the example counted as the notice
+``response_tokenised_apart``. Targets end with EOS and are never truncated -- prompts are cut from
+the left (keeping BOS) to fit ``max_length``.
 """
 
 from __future__ import annotations
@@ -37,6 +43,9 @@ OWN_TARGETS = {"critique": "judgment", "refined": "refinement"}
 DROP_COLUMN = "drop_reason"
 # The example's id (or "#row" in the canonical data): later drops (downsampling) name it too.
 WHERE_COLUMN = "id"
+NOTICE_COLUMN = "tokenisation_notice"
+# A notice, not a drop: the target ids are the target tokenised on its own (see the module docstring).
+APART_NOTICE = "response_tokenised_apart"
 
 
 def tokenizer_uses_bos(tokenizer: Any) -> bool:
@@ -127,31 +136,47 @@ class ViewBuilder:
         (tokens over all contexts), ``<ctx>_prompt_ids`` per context (``[]`` when the context does
         not apply to this example) and ``<ctx>_target_ids`` for contexts with their own target.
         """
+        return self.build_with_notice(example, contexts)[0]
+
+    def build_with_notice(
+        self, example: Mapping[str, Any], contexts: Sequence[str]
+    ) -> tuple[dict[str, Any] | str, str | None]:
+        """:meth:`build`, and :data:`APART_NOTICE` when a target had to be tokenised on its own."""
         contexts = _checked_contexts(contexts)
         completion = example["completion"]
         if not completion.strip():
-            return "empty_response"
+            return "empty_response", None
         is_negative = not example["label"]
         texts = self._context_texts(example, contexts, is_negative)
         if isinstance(texts, str):
-            return texts
-        targets = {
-            ctx: self._target_text(example, ctx) for ctx in contexts if ctx in OWN_TARGETS and ctx in texts
-        }
-        ids = self._encode([completion, *texts.values(), *targets.values()])
-        completion_ids = [*ids[0], self.eos_id]
-        prompts = dict(zip(texts, ids[1 : 1 + len(texts)], strict=True))
-        target_ids = {ctx: [*t, self.eos_id] for ctx, t in zip(targets, ids[1 + len(texts) :], strict=True)}
+            return texts, None
+        targets = {ctx: self._target_text(example, ctx) for ctx in contexts if ctx in OWN_TARGETS and ctx in texts}
+        shared = [ctx for ctx in texts if ctx not in targets]
+        # Without a context that trains on the response, the plain prompt still defines its ids.
+        reference = {ctx: texts[ctx] for ctx in shared} or {"plain": self.template.plain(example["prompt"])}
+        pairs = [(text, completion) for text in reference.values()]
+        pairs += [(texts[ctx], targets[ctx]) for ctx in targets]
+        encoded = self._encode_continuations(pairs)
+        prompts = {ctx: encoded[i][0] for i, ctx in enumerate(reference) if ctx in texts}
+        responses = [ids for _, ids in encoded[: len(reference)]]
+        apart = any(ids is None for ids in responses) or any(ids != responses[0] for ids in responses)
+        completion_ids = [*(self._encode([completion])[0] if apart else responses[0]), self.eos_id]
+        target_ids = {}
+        for (prompt_ids, ids), ctx, text in zip(encoded[len(reference) :], targets, targets.values(), strict=True):
+            prompts[ctx] = prompt_ids
+            apart = apart or ids is None
+            target_ids[ctx] = [*(self._encode([text])[0] if ids is None else ids), self.eos_id]
+        notice = APART_NOTICE if apart else None
 
         if len(completion_ids) + 1 > self.max_length:
-            return "response_too_long"
+            return "response_too_long", notice
         features: dict[str, Any] = {"completion_ids": completion_ids, "is_negative": is_negative, "length": 0}
         for ctx in contexts:
             target = target_ids.get(ctx, completion_ids)
             if len(target) + 1 > self.max_length:
-                return f"{OWN_TARGETS[ctx]}_too_long"
+                return f"{OWN_TARGETS[ctx]}_too_long", notice
             if ctx in prompts and self._truncation_cuts_judgment(example, ctx, texts[ctx], prompts[ctx], target):
-                return "judgment_truncated"
+                return "judgment_truncated", notice
             prompt = (
                 fit_prompt(prompts[ctx], self.bos_id, self.max_length - len(target)) if ctx in prompts else []
             )
@@ -159,7 +184,19 @@ class ViewBuilder:
             if ctx in OWN_TARGETS:
                 features[f"{ctx}_target_ids"] = target if prompt else []
             features["length"] += (len(prompt) + len(target)) if prompt else 0
-        return features
+        return features, notice
+
+    def _encode_continuations(self, pairs: list[tuple[str, str]]) -> list[tuple[list[int], list[int] | None]]:
+        """Per (prompt, target): the prompt's own ids, and the target's ids as the tokenizer continues
+        the prompt with it -- None when the joint ids do not start with the prompt's ids (a merge
+        across the boundary) or nothing is left for the target."""
+        ids = self._encode([p for p, _ in pairs] + [p + t for p, t in pairs])
+        out = []
+        for prompt_ids, joint in zip(ids[: len(pairs)], ids[len(pairs) :], strict=True):
+            n = len(prompt_ids)
+            faithful = joint[:n] == prompt_ids and len(joint) > n
+            out.append((prompt_ids, joint[n:] if faithful else None))
+        return out
 
     def _context_texts(
         self, example: Mapping[str, Any], contexts: Sequence[str], is_negative: bool
@@ -225,7 +262,7 @@ class ViewBuilder:
 
 
 # Bump when build() changes what it produces, so cached views are not reused.
-VIEWS_VERSION = 2
+VIEWS_VERSION = 3
 # Contexts whose prompt carries a judgment that truncation must not cut.
 JUDGMENT_CONTEXTS = ("judged", "misaligned", "hindsight")
 
@@ -262,7 +299,8 @@ def build_dataset(
     """Map canonical examples to feature rows with ``datasets.map`` (cached); count the dropped ones.
 
     Dropped examples are recorded per reason in the :class:`DropReport` (with their ids, or
-    ``#index`` when they have none) and left out of the returned dataset.
+    ``#index`` when they have none) and left out of the returned dataset; responses tokenised apart
+    from their prompt are counted there as notices.
     """
     dataset = (
         dataset_or_list if isinstance(dataset_or_list, Dataset) else Dataset.from_list(list(dataset_or_list))
@@ -272,13 +310,15 @@ def build_dataset(
     schema = feature_schema(contexts)
     schema[DROP_COLUMN] = Value("string")
     schema[WHERE_COLUMN] = Value("string")
+    schema[NOTICE_COLUMN] = Value("string")
 
     def build_batch(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {key: [] for key in schema}
         for row, index in enumerate(indices):
             example = {name: column[row] for name, column in batch.items()}
-            built = builder.build(example, contexts)
+            built, notice = builder.build_with_notice(example, contexts)
             reason = built if isinstance(built, str) else ""
+            out[NOTICE_COLUMN].append(notice or "")
             features = _empty_features(keys) if reason else built
             for key in keys:
                 out[key].append(features[key])
@@ -299,14 +339,17 @@ def build_dataset(
     )
     report = DropReport()
     kept = []
-    for index, (reason, where) in enumerate(zip(mapped[DROP_COLUMN], mapped[WHERE_COLUMN], strict=True)):
+    columns = zip(mapped[DROP_COLUMN], mapped[WHERE_COLUMN], mapped[NOTICE_COLUMN], strict=True)
+    for index, (reason, where, notice) in enumerate(columns):
+        if notice:
+            report.notice(notice, where)
         if reason:
             report.drop(reason, where)
         else:
             kept.append(index)
     if len(kept) < len(mapped):
         mapped = mapped.select(kept)
-    return mapped.remove_columns([DROP_COLUMN]), report
+    return mapped.remove_columns([DROP_COLUMN, NOTICE_COLUMN]), report
 
 
 def _empty_features(keys: Sequence[str]) -> dict[str, Any]:
