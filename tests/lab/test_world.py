@@ -6,7 +6,6 @@ import re
 from collections import Counter
 
 import pytest
-import torch
 
 from cutalign.data.io import load_judged_dataset
 from cutalign.data.schema import FIELDS
@@ -19,7 +18,6 @@ from cutalign.demo.sample import (
     sample_world,
     write_sample,
 )
-from cutalign.lab.tokenizer import build_demo_tokenizer
 from cutalign.lab.world import (
     QUESTION_KINDS,
     EvalQuestion,
@@ -31,6 +29,7 @@ from cutalign.lab.world import (
     majority_guess_accuracy,
     make_world,
     render_response,
+    score_responses,
 )
 
 
@@ -173,60 +172,14 @@ def test_is_correct(response: str, expected: bool) -> None:
     assert is_correct(response, "Velmar", ["Tarkin"]) is expected
 
 
-class ScriptedModel:
-    """Stands in for a causal LM: answers each left-padded prompt with a scripted response."""
-
-    def __init__(self, tokenizer, world, wrong_for: set[str]) -> None:
-        self.tokenizer, self.world, self.wrong_for = tokenizer, world, wrong_for
-        self.training, self.device = True, torch.device("cpu")
-        self.seen_rows: list[list[int]] = []
-
-    def eval(self):
-        self.training = False
-        return self
-
-    def train(self, mode: bool = True):
-        self.training = mode
-        return self
-
-    def _response(self, question: str) -> str:
-        fact = self.world.facts_asked(question)[0]
-        if question in self.wrong_for:
-            fact = fact._replace(value=next(v for v in self.world.pools[fact.attribute] if v != fact.value))
-        return render_response(
-            "{s} has " + "{" + fact.attribute + "}.", fact.subject, {fact.attribute: fact.value}
-        )
-
-    def generate(self, input_ids, attention_mask, max_new_tokens, do_sample, pad_token_id, eos_token_id):
-        assert not do_sample and not self.training
-        rows = []
-        for ids, mask in zip(input_ids.tolist(), attention_mask.tolist(), strict=True):
-            assert mask == sorted(mask), "prompts must be left-padded"
-            self.seen_rows.append(ids)
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            question = text.split("### Instruction:\n")[1].split("\n\n### Response:")[0]
-            answer = self.tokenizer(self._response(question), add_special_tokens=False).input_ids
-            rows.append(([*answer, eos_token_id])[:max_new_tokens])
-        width = max(map(len, rows))
-        new = torch.tensor([r + [pad_token_id] * (width - len(r)) for r in rows])
-        return torch.cat([input_ids, new], dim=1)
-
-
-def test_evaluate_accuracy_scores_only_the_generated_part(world) -> None:
-    tokenizer = build_demo_tokenizer()
+def test_score_responses_counts_the_gold_value_only(world) -> None:
     questions = evaluation_set(world)[:10]
-    wrong = {q.question for q in questions[:3]}
-    model = ScriptedModel(tokenizer, world, wrong)
-    accuracy = evaluate_accuracy(model, tokenizer, questions, alpaca, batch_size=4)
-    assert accuracy == pytest.approx(7 / 10)
-    assert model.training and tokenizer.padding_side == "right"  # both restored
-    assert len(model.seen_rows) == 10 and all(
-        row.count(tokenizer.bos_token_id) == 1 for row in model.seen_rows
-    )
+    responses = [f"It is {q.wrong_values[0] if i < 3 else q.gold}." for i, q in enumerate(questions)]
+    assert sum(score_responses(responses, questions)) == 7
     pairs = [(q.question, q.gold) for q in questions]  # plain pairs: no wrong values to beat
-    assert evaluate_accuracy(model, tokenizer, pairs, alpaca) == pytest.approx(0.7)
+    assert score_responses(["I do not know.", questions[1].gold], pairs[:2]) == [False, True]
     with pytest.raises(ValueError, match="at least one"):
-        evaluate_accuracy(model, tokenizer, [], str)
+        evaluate_accuracy(None, None, [], str)
 
 
 def test_evaluate_accuracy_on_a_real_tiny_model_restores_state() -> None:

@@ -444,13 +444,42 @@ def is_correct(response: str, gold: str, wrong_values: Sequence[str] = ()) -> bo
     return first_mention(answer, [gold, *wrong_values]) == gold
 
 
+def score_responses(responses: Sequence[str], questions: Sequence[EvalQuestion | tuple[str, str]]) -> list[bool]:
+    """Whether each response names its question's gold value before any wrong value."""
+    items = [EvalQuestion(*item) for item in questions]
+    return [is_correct(r, q.gold, q.wrong_values) for r, q in zip(responses, items, strict=True)]
+
+
+def answer_questions(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    questions: Sequence[EvalQuestion | tuple[str, str]],
+    render_prompt: Callable[[str], str],
+    *,
+    max_new_tokens: int = 32,
+    batch_size: int = 64,
+    do_sample: bool = False,
+    seed: int = 0,
+) -> list[str]:
+    """The model's responses (greedy, or sampled at T=1 with a seeded torch RNG that is then restored)."""
+    import torch
+
+    from cutalign.generation import generate_from_texts
+
+    prompts = [render_prompt(EvalQuestion(*q).question) for q in questions]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return generate_from_texts(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                   batch_size=batch_size, do_sample=do_sample, progress=False)
+
+
 def evaluate_accuracy(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts_with_gold: Sequence[EvalQuestion | tuple[str, str]],
     render_prompt: Callable[[str], str],
     max_new_tokens: int = 32,
-    batch_size: int = 32,
+    batch_size: int = 64,
 ) -> float:
     """Fraction of questions whose greedy response names the gold value before any wrong value.
 
@@ -458,14 +487,8 @@ def evaluate_accuracy(
     ``(question, gold)`` pairs; ``render_prompt`` turns a question into the model's prompt text,
     e.g. ``ALPACA_PLAIN.format(instruction=q)``.
     """
-    items = [EvalQuestion(*item) for item in prompts_with_gold]
-    if not items:
+    if not prompts_with_gold:
         raise ValueError("evaluate_accuracy needs at least one question")
-    prompts = [render_prompt(item.question) for item in items]
-    from cutalign.generation import generate_from_texts
-
-    responses = generate_from_texts(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                                    batch_size=batch_size, progress=False)
-    return sum(is_correct(r, q.gold, q.wrong_values) for r, q in zip(responses, items, strict=True)) / len(
-        items
-    )
+    responses = answer_questions(model, tokenizer, prompts_with_gold, render_prompt,
+                                 max_new_tokens=max_new_tokens, batch_size=batch_size)
+    return sum(score_responses(responses, prompts_with_gold)) / len(prompts_with_gold)
