@@ -166,7 +166,8 @@ def judge_file(input_path: str | Path, output_path: str | Path, judge: Judge, *,
                progress: Callable[[int], None] | None = None) -> JudgeSummary:
     """Judge every row of `input_path` not yet in `output_path`; returns the summary of this run.
 
-    Raises `DataError` for malformed input, `ValueError` for an output of other data or another
+    `progress(n)` is called as rows are done (first with the rows already there). Raises `DataError`
+    for malformed input, `ValueError` for an output of other data or another
     judge, and `JudgeFailureError` (with `.summary`) when `guard` stops a failing judge; what was
     written stays, and a rerun resumes.
     """
@@ -183,6 +184,8 @@ def judge_file(input_path: str | Path, output_path: str | Path, judge: Judge, *,
     with ResumableJSONL(output_path, key=row_key, allowed_keys=keys) as out:
         todo = [e for e, k in zip(examples, keys, strict=True) if k not in out.done]
         summary.resumed = len(examples) - len(todo)
+        if progress is not None and summary.resumed:
+            progress(summary.resumed)
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
             judgments = _judge_batch(judge, batch)

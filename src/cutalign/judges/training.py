@@ -68,6 +68,11 @@ def judge_agreement(judge: Judge, examples: Sequence[dict[str, Any]] | datasets.
     }
 
 
+def _dataset_and_report(loaded: Any) -> tuple[datasets.Dataset, Any]:
+    """`load_judged`'s result as (dataset, drop report), whether a `JudgedData` or the older tuple."""
+    return (loaded.dataset, loaded.report) if hasattr(loaded, "dataset") else tuple(loaded)
+
+
 def train_judge(data: str | Path | Sequence[str | Path], *, model: str, config: Any, peft_config: Any = None,
                 data_format: str = "canonical", rule: PolarityRule | None = None, eval_fraction: float = 0.1,
                 eval_max_new_tokens: int = 256, eval_batch_size: int = 8) -> dict[str, Any]:
@@ -81,7 +86,7 @@ def train_judge(data: str | Path | Sequence[str | Path], *, model: str, config: 
     from cutalign.trainer.judge_trainer import JudgeTrainer
 
     rule = rule or PolarityRule(score_threshold=config.score_threshold, positive_pattern=config.positive_pattern)
-    dataset, load_report = load_judged(data, data_format, rule=rule)
+    dataset, load_report = _dataset_and_report(load_judged(data, data_format, rule=rule))
     train, heldout = split_heldout(dataset, eval_fraction, config.seed)
     trainer = JudgeTrainer(model=model, args=config, train_dataset=train, peft_config=peft_config)
     trainer.drop_report.merge(load_report)
