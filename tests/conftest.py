@@ -90,3 +90,13 @@ def cli_ok():
         return result
 
     return invoke
+
+
+@pytest.fixture(scope="session")
+def served_tiny_model(tiny_model_dir):
+    """`cutalign serve` of the tiny model: a subprocess on a free 127.0.0.1 port with a bearer key
+    (tests/servers.py: `.base_url`, `.model`, `.api_key_env`, `.kill()`, `.restart()`); one per session."""
+    from servers import ServedModel
+
+    with ServedModel(tiny_model_dir).running() as server:
+        yield server
