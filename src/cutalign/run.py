@@ -41,9 +41,9 @@ def run_training(method: str, run_args: Any, config: Any, model_args: Any, train
     if not model_args.model_name_or_path:
         raise ValueError("no model given (--model)")
     rule = PolarityRule(score_threshold=config.score_threshold, positive_pattern=config.positive_pattern)
-    train_data, load_report = load_judged(_one_or_many(run_args.data), run_args.data_format, rule=rule)
-    eval_data, eval_load_report = (load_judged(_one_or_many(run_args.eval_data), run_args.data_format, rule=rule)
-                                   if run_args.eval_data else (None, None))
+    train_data = load_judged(_one_or_many(run_args.data), run_args.data_format, rule=rule)  # carries its drops
+    eval_data = (load_judged(_one_or_many(run_args.eval_data), run_args.data_format, rule=rule)
+                 if run_args.eval_data else None)
     init_kwargs = dict(config.model_init_kwargs or {})
     # Every method (TRL's DPO loader included) loads weights as safetensors, without remote code.
     init_kwargs.setdefault("use_safetensors", True)
@@ -66,9 +66,6 @@ def run_training(method: str, run_args: Any, config: Any, model_args: Any, train
         model=model_args.model_name_or_path, args=config, train_dataset=train_data, eval_dataset=eval_data,
         peft_config=peft_config,
     )
-    trainer.drop_report.merge(load_report)
-    if eval_load_report is not None:
-        trainer.eval_drop_report.merge(eval_load_report)
     _print_data_summary(trainer)
     result = trainer.train(resume_from_checkpoint=resolve_checkpoint(config.resume_from_checkpoint, config.output_dir))
     trainer.save_model(config.output_dir)

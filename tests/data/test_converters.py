@@ -66,9 +66,13 @@ def test_cut_online_fields_and_input_folding(cut_online_dir):
 
 
 def test_cut_online_all_iterations_as_one_dataset(cut_online_dir):
-    dataset, report = load_judged(cut_online_dir, "cut-alpaca")
+    judged = load_judged(cut_online_dir, "cut-alpaca")
+    dataset, report = judged.dataset, judged.report
     assert (len(dataset), sum(dataset["label"])) == (4949, 3749)
     assert report.as_dict() == {"judge_error": 51}
+    assert judged.sources == [str(cut_online_dir)] and judged.describe() == "kept 4949 of 5000 (51 judge errors)"
+    # Every iteration file numbers its rows 0..999: different examples share ids, which is worth a word.
+    assert judged.notices["duplicate_id"] > 3000
 
 
 def test_cut_alpaca_refinement_score_and_rule(tmp_path):
@@ -282,7 +286,7 @@ GOOD_ANSWER = {"answer": "A.", "feedback": {"rating": 2, "critiques": [{"text": 
         (
             critiques_line(GOOD_ANSWER, ["first"]),
             "data.questions[0].rankings",
-            "expected numbers, got ['first']",
+            "expected finite numbers, got ['first']",
         ),
         (
             critiques_line({"answer": "A.", "feedback": {"rating": 5, "critiques": []}}),
@@ -334,7 +338,8 @@ def test_ultrafeedback_fixture_exact_output():
         "score": 3.0,
         "refinement": None,
     }
-    assert report.as_dict() == {"empty_completion": 1, "empty_judgment": 1}
+    assert report.as_dict() == {"empty_completion": 1, "empty_judgment": 1, "no_completions": 1}
+    assert report.samples["no_completions"] == [f"{FIXTURES / 'ultrafeedback.jsonl'}:3"]
     strict, _ = convert(
         "ultrafeedback", [FIXTURES / "ultrafeedback.jsonl"], PolarityRule(score_threshold=8.0)
     )
@@ -371,3 +376,58 @@ def test_canonical_format_only_validates(tmp_path):
     path = write_jsonl(tmp_path / "c.jsonl", [{"prompt": "Q", "completion": "A", "judgment": "$ERROR$"}])
     examples, report = convert("canonical", [path])
     assert examples == [] and report.as_dict() == {"judge_error": 1}
+
+
+# --- silently wrong before: every converter type-checks, every vanished record is counted ------
+
+
+def test_ultrafeedback_completion_without_critique(tmp_path):
+    """No critique + a low score must not become a positive: CUT cannot train a negative without a
+    judgment, so it is dropped (missing_judgment); a high score without a critique stays positive."""
+    completions = [{"response": "Bad.", "overall_score": 1}, {"response": "Meh.", "critique": None},
+                   {"response": "Good.", "overall_score": 9}]
+    path = write_jsonl(tmp_path / "u.jsonl", [{"id": "r", "instruction": "Q", "completions": completions}])
+    examples, report = convert("ultrafeedback", [path])
+    assert [(e["id"], e["label"], e["judgment"]) for e in examples] == [("r-2", True, None)]
+    assert report.as_dict() == {"missing_judgment": 2}
+    bad = write_jsonl(tmp_path / "n.jsonl", [{"instruction": "Q", "completions": [
+        {"response": "A", "overall_score": float("nan")}]}])
+    with pytest.raises(DataError, match="field 'completions\\[0\\].overall_score': expected a finite number"):
+        convert("ultrafeedback", [bad])
+
+
+@pytest.mark.parametrize(
+    ("feedback", "field", "message"),
+    [
+        ({"rating": 7, "critiques": ""}, "feedback.critiques", "expected a list or null, got string"),
+        ({"rating": 2, "critiques": [{"text": "No.", "refinement": "Yes."}], "skip": "true"},
+         "feedback.skip", "expected true, false or null, got string"),
+        ({"rating": 2, "critiques": [{"text": "No.", "refinement": "Yes."}], "skip": 1},
+         "feedback.skip", "got int"),
+    ],
+)
+def test_openai_critiques_type_checks_that_used_to_pass(tmp_path, feedback, field, message):
+    path = write_jsonl(tmp_path / "c.jsonl", [critiques_line({"answer": "A.", "feedback": feedback})])
+    with pytest.raises(DataError) as info:
+        convert("openai-critiques", [path])
+    assert info.value.field == f"data.questions[0].answers[0].{field}" and message in info.value.message
+
+
+def test_openai_critiques_nan_ranking_and_empty_questions(tmp_path):
+    question = {"question": "Q?", "rankings": [float("nan"), 5], "answers": [GOOD_ANSWER, GOOD_ANSWER]}
+    nan = write_jsonl(tmp_path / "nan.jsonl", [{"data": {"passage": {"text": "P."}, "questions": [question]}}])
+    with pytest.raises(DataError, match="rankings': expected finite numbers, got \\[nan, 5\\]"):
+        convert("openai-critiques", [nan])
+    empty = write_jsonl(tmp_path / "e.jsonl", [{"data": {"passage": {"text": "P."}, "questions": []}}])
+    examples, report = convert("openai-critiques", [empty])
+    assert examples == [] and report.as_dict() == {"no_questions": 1}
+
+
+def test_cut_alpaca_unknown_key(tmp_path):
+    row = {"id": 1, "instruction": "Q", "input": "", "output": "A", "judgement": "Wrong."}
+    path = write_jsonl(tmp_path / "a.jsonl", [row])
+    with pytest.raises(DataError, match="field 'judgement': unknown field; did you mean 'judgment'"):
+        convert("cut-alpaca", [path])
+    examples, _ = convert("cut-alpaca", [path], extra_fields="ignore")
+    assert examples[0]["label"] is True  # what the user asked for, knowingly
+    assert len(load_judged(path, "cut-alpaca", extra_fields="ignore")) == 1

@@ -16,6 +16,7 @@ from cutalign.data.io import load_judged_dataset, read_records, write_jsonl
 from cutalign.data.schema import FIELDS, DataError, validate_record
 
 CHAT = [{"role": "user", "content": "Hi?"}]
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def write(path: Path, text: str) -> Path:
@@ -174,26 +175,42 @@ def test_saved_dataset_folder_and_split(tmp_path):
         load_judged_dataset(tmp_path / "dd", split="test")
 
 
-def test_dataset_ids_go_to_load_dataset(monkeypatch):
-    calls = []
+def test_datasets_data_folder_and_unreachable_hub_id(tmp_path, monkeypatch):
+    """A folder in the `datasets` layout (data files in subfolders, no script) goes to load_dataset;
+    a hub id that cannot be reached is a DataError at once (offline here: no hub in tests)."""
+    import time
 
-    def fake_load_dataset(name, split):
-        calls.append((name, split))
-        if name == "org/missing":
-            raise FileNotFoundError("Couldn't find dataset")
-        return datasets.Dataset.from_dict(
-            {"prompt": ["Q", "Q2"], "completion": ["A", 3]}, on_mixed_types="use_json"
-        )
-
-    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    (tmp_path / "hub" / "data").mkdir(parents=True)
+    write(tmp_path / "hub" / "data" / "validation.jsonl", json.dumps({"prompt": "Q", "judgment": "J"}) + "\n")
+    write(tmp_path / "hub" / "data" / "train.jsonl", json.dumps({"prompt": "Q", "completion": "A"}) + "\n")
+    dataset, _ = load_judged_dataset(tmp_path / "hub")
+    assert dataset["completion"] == ["A"]
     with pytest.raises(DataError) as info:
-        load_judged_dataset("org/judged", split="validation")
-    assert calls == [("org/judged", "validation")]
-    assert str(info.value).startswith("org/judged[validation]:2: field 'completion'")
-    with pytest.raises(DataError, match="`datasets` cannot load it: Couldn't find dataset"):
+        load_judged_dataset(tmp_path / "hub", split="validation")
+    # The split's files disagree with train's columns: `datasets` fails mid-stream, still a DataError.
+    assert str(info.value).startswith(f"{tmp_path / 'hub'}[validation]:1: `datasets` cannot read this row")
+    start = time.perf_counter()
+    with pytest.raises(DataError, match="org/missing: not a file or folder, and `datasets` cannot load it"):
         load_judged_dataset("org/missing")
+    assert time.perf_counter() - start < 5
     with pytest.raises(DataError, match="no such file"):
         load_judged_dataset("missing/data.jsonl")  # looks like a path: never sent to the hub
+
+
+def test_every_converter_reads_saved_datasets(tmp_path):
+    """Converter formats read `datasets` sources too (a saved dataset here, as load_from_disk reads it)."""
+    from cutalign.data.converters import convert
+
+    rows = [json.loads(line) for line in (FIXTURES / "ultrafeedback.jsonl").read_text().splitlines()][:1]
+    datasets.Dataset.from_list(rows).save_to_disk(tmp_path / "uf")
+    examples, _ = convert("ultrafeedback", [tmp_path / "uf"])
+    assert [e["id"] for e in examples] == ["1-0", "1-1", "1-2"]
+    alpaca = [{"id": 1, "instruction": "Q", "input": "", "output": "A", "judgment": "Bad."}]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(alpaca)}).save_to_disk(tmp_path / "alpaca")
+    examples, _ = convert("cut-alpaca", [tmp_path / "alpaca"])
+    assert examples[0]["judgment"] == "Bad." and examples[0]["label"] is False
 
 
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=20)

@@ -22,8 +22,8 @@ from cutalign.data.schema import (
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
 
 
-def validate(raw, rule=None, origin=None):
-    return validate_record(raw, source="data.jsonl", line=12, rule=rule, origin=origin)
+def validate(raw, rule=None, origin=None, **kwargs):
+    return validate_record(raw, source="data.jsonl", line=12, rule=rule, origin=origin, **kwargs)
 
 
 def test_data_error_reads_file_line_field():
@@ -35,7 +35,8 @@ def test_data_error_reads_file_line_field():
 
 
 def test_minimal_record_becomes_full_canonical_dict():
-    example = validate({"prompt": "Q", "completion": "A", "judgment": None, "id": 7, "extra": [1]})
+    example = validate({"prompt": "Q", "completion": "A", "judgment": None, "id": 7, "extra": [1]},
+                       extra_fields="ignore")
     assert example == {
         "id": "7",
         "prompt": "Q",
@@ -187,3 +188,49 @@ def test_canonical_examples_stops_at_first_malformed_record():
     records = [SourceRecord({"prompt": "Q", "completion": "A"}, "f", 1), SourceRecord("oops", "f", 2)]
     with pytest.raises(DataError, match=r"^f:2: expected a JSON object, got string$"):
         list(canonical_examples(records, PolarityRule(), DropReport()))
+
+
+def test_unknown_key_is_an_error_with_the_close_match():
+    """A misspelled "judgement" must not read as a null judgment (a negative turned positive)."""
+    raw = {"prompt": "Q", "completion": "A", "judgement": "Wrong.", "label": None}
+    with pytest.raises(DataError) as info:
+        validate(raw)
+    assert (info.value.line, info.value.field) == (12, "judgement")
+    assert "did you mean 'judgment'?" in info.value.message
+    with pytest.raises(DataError, match="field 'scor': unknown field; did you mean 'score'"):
+        validate({"prompt": "Q", "completion": "A", "scor": 3})
+    with pytest.raises(DataError, match="field 'weird': unknown field; known fields: id, prompt"):
+        validate({"prompt": "Q", "completion": "A", "weird": 3})
+    assert validate(raw, extra_fields="ignore")["label"] is True  # the explicit opt-out
+    with pytest.raises(ValueError, match="extra_fields must be one of error, ignore"):
+        validate(raw, extra_fields="warn")
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "message"),
+    [
+        ({"prompt": "Q", "completion": "A", "score": 10**400}, "score", "integer too large"),
+        ({"prompt": "Q\ud800", "completion": "A"}, "prompt", "lone surrogate"),
+        ({"prompt": "Q", "completion": "\udfff"}, "completion", "lone surrogate"),
+        ({"prompt": "Q", "completion": "A", "judgment": "\ud800x"}, "judgment", "lone surrogate"),
+        ({"prompt": [{"role": "user", "content": "\ud800"}], "completion": "A"}, "prompt[0].content", "surrogate"),
+        ({"prompt": [{"role": "x" * 500, "content": "c"}], "completion": "A"}, "prompt[0].role", "..."),
+        ({"id": 10**5000, "prompt": "Q", "completion": "A"}, "id", "at most 4300 digits"),
+    ],
+)
+def test_values_python_cannot_handle_are_data_errors(raw, field, message):
+    with pytest.raises(DataError) as info:
+        validate(raw)
+    assert info.value.field == field and message in info.value.message
+    assert len(str(info.value)) < 300
+
+
+def test_duplicate_ids_with_different_content_are_a_notice():
+    rows = [{"id": "a", "prompt": "Q", "completion": "A"}, {"id": "a", "prompt": "Q", "completion": "B"},
+            {"id": "a", "prompt": "Q", "completion": "A"}, {"id": "b", "prompt": "Q", "completion": "C"}]
+    records = [SourceRecord(row, "d.jsonl", i + 1) for i, row in enumerate(rows)]
+    report = DropReport()
+    kept = list(canonical_examples(records, PolarityRule(), report))
+    assert [item.example["completion"] for item in kept] == ["A", "B", "C"]
+    assert report.as_dict() == {"duplicate": 1} and report.notices == {"duplicate_id": 1}
+    assert report.notice_samples["duplicate_id"] == ["d.jsonl:2 (id a) differs from d.jsonl:1 (id a)"]

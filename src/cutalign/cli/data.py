@@ -1,7 +1,7 @@
 """`cutalign data convert|check`: turn published judgment data into canonical JSONL, and inspect it.
 
 Malformed input exits with code 2 and the file, line and field on stderr, so scripts can tell
-bad data (2) from a crash (1).
+bad data (2) from a crash (1); so does an output that cannot be written (the earlier file stays).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from cutalign.cli import app
 from cutalign.data.converters import CONVERTERS, convert, load_judged
 from cutalign.data.io import write_jsonl
 from cutalign.data.report import DropReport
-from cutalign.data.schema import DataError, PolarityRule
+from cutalign.data.schema import EXTRA_FIELDS, DataError, PolarityRule
 from cutalign.data.summary import render_summary, summarize
 
 BAD_INPUT = 2
@@ -39,14 +39,28 @@ FormatOption = Annotated[
 ]
 ThresholdOption = Annotated[
     float,
-    typer.Option("--score-threshold", help="A score at or above this makes an unlabelled example positive."),
+    typer.Option(
+        "--score_threshold", "--score-threshold", help="A score at or above this makes an unlabelled example positive."
+    ),
 ]
 PatternOption = Annotated[
     str | None,
     typer.Option(
-        "--positive-pattern", help="Regex: an unlabelled example whose judgment matches it is positive."
+        "--positive_pattern",
+        "--positive-pattern",
+        help="Regex: an unlabelled example whose judgment matches it is positive.",
     ),
 ]
+ExtraFieldsOption = Annotated[
+    str,
+    typer.Option(
+        "--extra_fields",
+        "--extra-fields",
+        help="Unknown fields in canonical or cut-alpaca rows: 'error' (a misspelled 'judgement' is caught) "
+        "or 'ignore'.",
+    ),
+]
+SplitOption = Annotated[str, typer.Option("--split", help="Split to read from a `datasets` source.")]
 
 
 def _fail(message: str) -> NoReturn:
@@ -55,14 +69,20 @@ def _fail(message: str) -> NoReturn:
 
 
 def _load(
-    fmt: str, score_threshold: float, positive_pattern: str | None, load: Callable[[PolarityRule], T]
+    fmt: str,
+    score_threshold: float,
+    positive_pattern: str | None,
+    extra_fields: str,
+    load: Callable[[PolarityRule], T],
 ) -> T:
-    """Check the format and the rule's options, then ``load`` with the rule; bad input exits with code 2."""
+    """Check the format and the options, then ``load`` with the rule; bad input exits with code 2."""
     if fmt not in CONVERTERS:
         _fail(f"unknown format {fmt!r}; known formats: {', '.join(sorted(CONVERTERS))}")
+    if extra_fields not in EXTRA_FIELDS:
+        _fail(f"--extra_fields must be one of {', '.join(EXTRA_FIELDS)}, got {extra_fields!r}")
     try:
         rule = PolarityRule(score_threshold=score_threshold, positive_pattern=positive_pattern)
-    except ValueError as err:  # a --positive-pattern that is not a regex
+    except ValueError as err:  # a --positive_pattern that is not a regex
         _fail(str(err))
     try:
         return load(rule)
@@ -72,20 +92,34 @@ def _load(
 
 def _print_drops(console: Console, report: DropReport) -> None:
     for line in report.lines():
-        console.print(f"dropped {line}", highlight=False, soft_wrap=True)
+        prefix = "" if line.startswith("notice ") else "dropped "
+        console.print(f"{prefix}{line}", highlight=False, soft_wrap=True)
 
 
 @data_app.command("convert")
 def convert_command(
-    inputs: Annotated[list[Path], typer.Argument(help="Input files or folders.")],
+    inputs: Annotated[
+        list[str], typer.Argument(help="Input files, folders, saved datasets or `datasets` ids.")
+    ],
     fmt: FormatOption,
     output: Annotated[Path, typer.Option("--output", "-o", help="Canonical JSONL file to write.")],
     score_threshold: ThresholdOption = 7.0,
     positive_pattern: PatternOption = None,
+    extra_fields: ExtraFieldsOption = "error",
+    split: SplitOption = "train",
 ) -> None:
-    """Convert INPUTS to canonical JSONL, printing totals and per-reason drop counts."""
-    examples, report = _load(fmt, score_threshold, positive_pattern, lambda rule: convert(fmt, inputs, rule))
-    written = write_jsonl(examples, output)
+    """Convert INPUTS to canonical JSONL (written atomically), printing totals and per-reason drop counts."""
+    examples, report = _load(
+        fmt,
+        score_threshold,
+        positive_pattern,
+        extra_fields,
+        lambda rule: convert(fmt, inputs, rule, split=split, extra_fields=extra_fields),
+    )
+    try:
+        written = write_jsonl(examples, output)
+    except OSError as err:  # read-only folder, disk full: the earlier file, if any, is untouched
+        _fail(f"{output}: cannot write: {err.strerror or err}")
     positive = sum(1 for example in examples if example["label"])
     console = Console()
     console.print(
@@ -94,6 +128,7 @@ def convert_command(
         highlight=False,
         soft_wrap=True,
     )
+    console.print(report.describe(written), highlight=False, soft_wrap=True)
     _print_drops(console, report)
 
 
@@ -108,21 +143,27 @@ def check_command(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of a table.")
     ] = False,
-    split: Annotated[str, typer.Option(help="Split to read from a `datasets` source.")] = "train",
+    split: SplitOption = "train",
     score_threshold: ThresholdOption = 7.0,
     positive_pattern: PatternOption = None,
+    extra_fields: ExtraFieldsOption = "error",
 ) -> None:
-    """Validate SOURCES and summarise them: counts, drops, and (with --tokenizer) token lengths."""
-    dataset, report = _load(
-        fmt, score_threshold, positive_pattern, lambda rule: load_judged(sources, fmt, rule=rule, split=split)
+    """Validate SOURCES and summarise them: counts, drops, notices, and (with --tokenizer) token lengths."""
+    judged = _load(
+        fmt,
+        score_threshold,
+        positive_pattern,
+        extra_fields,
+        lambda rule: load_judged(sources, fmt, rule=rule, split=split, extra_fields=extra_fields),
     )
-    summary = summarize(dataset, report, tokenizer=_load_tokenizer(tokenizer) if tokenizer else None)
+    summary = summarize(judged.dataset, judged.report, tokenizer=_load_tokenizer(tokenizer) if tokenizer else None)
     if as_json:
         typer.echo(json.dumps(summary))
         return
     console = Console()
     console.print(render_summary(summary))
-    _print_drops(console, report)
+    console.print(judged.describe(), highlight=False, soft_wrap=True)
+    _print_drops(console, judged.report)
 
 
 def _load_tokenizer(name: str) -> Any:

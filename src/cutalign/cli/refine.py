@@ -51,7 +51,8 @@ def refine(
     try:
         prompt = load_prompt_template(prompt_template)
         rule = PolarityRule(score_threshold=score_threshold, positive_pattern=positive_pattern)
-        dataset, dropped = load_judged(data[0] if len(data) == 1 else data, data_format, rule=rule)
+        judged = load_judged(data[0] if len(data) == 1 else data, data_format, rule=rule)
+        dataset, dropped = judged.dataset, judged.report
     except (DataError, ValueError, OSError) as err:
         _fail(str(err))
     for line in dropped.lines():

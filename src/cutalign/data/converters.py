@@ -3,31 +3,50 @@
 Each converter turns its inputs into :class:`~cutalign.data.schema.SourceRecord` s holding
 canonical-shaped dicts (plus the source field names, for error messages) and records the drops
 only it can see; validation, defects and duplicates are then handled by the one shared path,
-:func:`~cutalign.data.schema.canonical_examples`.
+:func:`~cutalign.data.schema.canonical_examples`. Every source field a converter reads is
+type-checked as the canonical loader checks its own (a string ``"true"`` is no boolean, a NaN no
+ranking), and every record that yields no example is counted with a reason. Inputs may be files,
+folders, saved datasets or `datasets` ids (see :func:`~cutalign.data.io.source_records`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from itertools import chain, zip_longest
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset
-
-from cutalign.data.io import load_judged_dataset, read_records, to_dataset
+from cutalign.data.io import JudgedData, load_judged_dataset, source_records, to_dataset
 from cutalign.data.report import DropReport
 from cutalign.data.schema import (
     DataError,
+    ExtraFields,
     Located,
     PolarityRule,
     SourceRecord,
+    _Where,
     canonical_examples,
+    check_keys,
     location,
+    short_repr,
     type_name,
 )
 
-Converter = Callable[[Sequence[Path], DropReport], Iterator[SourceRecord]]
+
+@dataclass(frozen=True)
+class Options:
+    """What a converter may need besides its inputs: the polarity rule, the `datasets` split, and
+    whether unknown fields are an error (formats with a fixed key set only)."""
+
+    rule: PolarityRule
+    split: str = "train"
+    extra_fields: ExtraFields = "error"
+
+
+Converter = Callable[[Sequence[Path], DropReport, Options], Iterator[SourceRecord]]
 CONVERTERS: dict[str, Converter] = {}
 
 SHEPHERD_FOR_MODEL = "human_data_for_model.jsonl"
@@ -46,20 +65,33 @@ def register(name: str) -> Callable[[Converter], Converter]:
 
 
 def _convert_located(
-    fmt: str, inputs: Sequence[str | Path], rule: PolarityRule | None
+    fmt: str,
+    inputs: Sequence[str | Path],
+    rule: PolarityRule | None,
+    split: str = "train",
+    extra_fields: ExtraFields = "error",
 ) -> tuple[list[Located], DropReport]:
     if fmt not in CONVERTERS:
         raise ValueError(f"unknown format {fmt!r}; known formats: {', '.join(sorted(CONVERTERS))}")
+    check_keys({}, (), _Where("", None, None), extra_fields)  # a bad extra_fields value fails here
     report = DropReport()
-    records = CONVERTERS[fmt]([Path(p) for p in inputs], report)
-    return list(canonical_examples(records, rule or PolarityRule(), report)), report
+    for path in inputs:
+        report.add_source(str(path))
+    options = Options(rule or PolarityRule(), split, extra_fields)
+    records = CONVERTERS[fmt]([Path(p) for p in inputs], report, options)
+    return list(canonical_examples(records, options.rule, report, extra_fields)), report
 
 
 def convert(
-    fmt: str, inputs: Sequence[str | Path], rule: PolarityRule | None = None
+    fmt: str,
+    inputs: Sequence[str | Path],
+    rule: PolarityRule | None = None,
+    *,
+    split: str = "train",
+    extra_fields: ExtraFields = "error",
 ) -> tuple[list[dict[str, Any]], DropReport]:
     """Canonical examples from ``inputs`` in format ``fmt`` (a key of :data:`CONVERTERS`), and the drops."""
-    located, report = _convert_located(fmt, inputs, rule)
+    located, report = _convert_located(fmt, inputs, rule, split, extra_fields)
     return [item.example for item in located], report
 
 
@@ -69,14 +101,21 @@ def load_judged(
     *,
     rule: PolarityRule | None = None,
     split: str = "train",
-) -> tuple[Dataset, DropReport]:
-    """One entry point for training code: canonical sources (files, folders, `datasets` ids) go
-    to :func:`~cutalign.data.io.load_judged_dataset`, files in any other format through its converter.
+    extra_fields: ExtraFields = "error",
+) -> JudgedData:
+    """One entry point for training code: judged data in any format from files, folders, saved
+    datasets or `datasets` ids, with its :class:`~cutalign.data.report.DropReport` attached.
+
+    Canonical sources go to :func:`~cutalign.data.io.load_judged_dataset`, any other format
+    through its converter. Unknown fields in canonical (and cut-alpaca) rows are an error unless
+    ``extra_fields="ignore"``. Raises :class:`DataError` for malformed input, nothing else.
     """
     if fmt == "canonical":
-        return load_judged_dataset(source, rule=rule, split=split)
-    located, report = _convert_located(fmt, [source] if isinstance(source, str | Path) else source, rule)
-    return to_dataset(located), report
+        dataset, report = load_judged_dataset(source, rule=rule, split=split, extra_fields=extra_fields)
+        return JudgedData(dataset, report)
+    inputs = [source] if isinstance(source, str | Path) else source
+    located, report = _convert_located(fmt, inputs, rule, split, extra_fields)
+    return JudgedData(to_dataset(located), report)
 
 
 _TYPE_NAMES = {
@@ -102,8 +141,8 @@ def _get(obj: Any, dotted: str, record: SourceRecord, expected: tuple[type, ...]
     return value
 
 
-def _objects(inputs: Sequence[Path]) -> Iterator[SourceRecord]:
-    for record in chain.from_iterable(read_records(p) for p in inputs):
+def _objects(inputs: Sequence[Path], split: str) -> Iterator[SourceRecord]:
+    for record in chain.from_iterable(source_records(p, split) for p in inputs):
         if not isinstance(record.raw, Mapping):
             raise DataError(
                 record.source, record.line, None, f"expected a JSON object, got {type_name(record.raw)}"
@@ -117,21 +156,27 @@ def _record_id(record: SourceRecord) -> str:
 
 
 @register("canonical")
-def _canonical(inputs: Sequence[Path], report: DropReport) -> Iterator[SourceRecord]:
+def _canonical(inputs: Sequence[Path], report: DropReport, options: Options) -> Iterator[SourceRecord]:
     """Already canonical files: converting them only validates and cleans."""
-    return chain.from_iterable(read_records(p) for p in inputs)
+    return chain.from_iterable(source_records(p, options.split) for p in inputs)
+
+
+CUT_ALPACA_FIELDS = ("id", "instruction", "input", "output", "judgment", "score", "i_ans")
 
 
 @register("cut-alpaca")
-def _cut_alpaca(inputs: Sequence[Path], report: DropReport) -> Iterator[SourceRecord]:
+def _cut_alpaca(inputs: Sequence[Path], report: DropReport, options: Options) -> Iterator[SourceRecord]:
     """The official CUT repo's files: {id, instruction, input, output, judgment, score?, i_ans?}.
 
     The prompt folds a non-empty ``input`` in as ``instruction + "\\n" + input``; ``i_ans`` (the
     official name of a refined answer) becomes ``refinement``; the label comes from the rule.
+    Other keys are an error (a misspelled ``judgement`` would read as "satisfactory") unless
+    ``extra_fields="ignore"``.
     """
     origin = {"prompt": "instruction", "completion": "output", "refinement": "i_ans"}
-    for record in _objects(inputs):
+    for record in _objects(inputs, options.split):
         row = record.raw
+        check_keys(row, CUT_ALPACA_FIELDS, _Where(record.source, record.line, None), options.extra_fields)
         instruction = _get(row, "instruction", record, (str,))
         extra = _get(row, "input", record, (str, type(None)))
         prompt = f"{instruction}\n{extra}" if extra else instruction
@@ -141,11 +186,13 @@ def _cut_alpaca(inputs: Sequence[Path], report: DropReport) -> Iterator[SourceRe
 
 
 def _shepherd_files(inputs: Sequence[Path]) -> tuple[Path, Path]:
+    """The judged and the raw file: a folder holding both, or the two given (files, saved datasets
+    or `datasets` ids, judged first unless their names say otherwise)."""
     if len(inputs) == 1 and inputs[0].is_dir():
         files = (inputs[0] / SHEPHERD_FOR_MODEL, inputs[0] / SHEPHERD_RAW)
     elif len(inputs) == 2:
         by_name = {p.name: p for p in inputs}
-        files = (by_name.get(SHEPHERD_FOR_MODEL, inputs[0]), by_name.get(SHEPHERD_RAW, inputs[1]))
+        return by_name.get(SHEPHERD_FOR_MODEL, inputs[0]), by_name.get(SHEPHERD_RAW, inputs[1])
     else:
         shown = ", ".join(map(str, inputs)) or "nothing"
         raise DataError(
@@ -176,14 +223,14 @@ def _shepherd_pair(judged: SourceRecord, raw: SourceRecord, raw_file: Path) -> N
 
 
 @register("shepherd")
-def _shepherd(inputs: Sequence[Path], report: DropReport) -> Iterator[SourceRecord]:
+def _shepherd(inputs: Sequence[Path], report: DropReport, options: Options) -> Iterator[SourceRecord]:
     """Shepherd human critiques: judged rows joined in order with the raw file's corrected answers.
 
     Every Shepherd row critiques a flawed answer, so all are negatives.
     """
     for_model, raw_file = _shepherd_files(inputs)
     origin = {"prompt": "question", "completion": "answer", "judgment": "feedback"}
-    for judged, raw in zip_longest(_objects([for_model]), _objects([raw_file])):
+    for judged, raw in zip_longest(_objects([for_model], options.split), _objects([raw_file], options.split)):
         if judged is None or raw is None:
             longer, shorter = (raw_file, for_model) if judged is None else (for_model, raw_file)
             line = (raw or judged).line
@@ -211,19 +258,31 @@ def _top_ranked(question: Mapping[str, Any], record: SourceRecord, prefix: str) 
             f"{prefix}rankings",
             f"expected one ranking per answer, got {len(rankings)} rankings for {len(answers)} answers",
         )
-    if any(isinstance(r, bool) or not isinstance(r, int | float) for r in rankings):
+    if any(isinstance(r, bool) or not isinstance(r, int | float) or not _finite(r) for r in rankings):
         raise DataError(
-            record.source, record.line, f"{prefix}rankings", f"expected numbers, got {rankings!r}"
+            record.source, record.line, f"{prefix}rankings", f"expected finite numbers, got {short_repr(rankings)}"
         )
     best = rankings.index(max(rankings))
     return best, answers[best]
+
+
+def _finite(value: int | float) -> bool:
+    return isinstance(value, int) or math.isfinite(value)  # ints of any size compare fine
+
+
+def _flag(obj: Mapping[str, Any], key: str, record: SourceRecord, prefix: str) -> bool:
+    """A JSON boolean that may be missing or null (= false); a string "true" is an error, not a flag."""
+    value = obj.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise DataError(record.source, record.line, prefix + key, f"expected true, false or null, got {type_name(value)}")
+    return bool(value)
 
 
 def _critiques_judgment(
     feedback: Mapping[str, Any], record: SourceRecord, prefix: str
 ) -> tuple[str, str | None]:
     """The joined critique texts and the last critique's refinement."""
-    critiques = _get(feedback, "critiques", record, (list,), prefix=prefix)
+    critiques = _get(feedback, "critiques", record, (list, type(None)), prefix=prefix) or []
     texts, refinement = [], None
     for i, critique in enumerate(critiques):
         at = f"{prefix}critiques[{i}]."
@@ -233,7 +292,7 @@ def _critiques_judgment(
 
 
 @register("openai-critiques")
-def _openai_critiques(inputs: Sequence[Path], report: DropReport) -> Iterator[SourceRecord]:
+def _openai_critiques(inputs: Sequence[Path], report: DropReport, options: Options) -> Iterator[SourceRecord]:
     """Saunders et al. (2022) summarisation critiques, converted like the official CUT script.
 
     Per question: the top-ranked answer (see :func:`_top_ranked`); skipped answers are dropped
@@ -241,11 +300,14 @@ def _openai_critiques(inputs: Sequence[Path], report: DropReport) -> Iterator[So
     judgment; the rating must then be 7). Otherwise the critique texts joined by a space are the
     judgment and the last critique's refinement the refinement; like the official script, an
     example whose last refinement is empty is dropped (``empty_refinement``). Labels are explicit
-    (the rule is not used) and ``score`` is the human rating.
+    (the rule is not used) and ``score`` is the human rating. ``critiques`` must be a list or null
+    and ``skip`` a boolean or null; a record with no questions is dropped (``no_questions``).
     """
-    for record in _objects(inputs):
+    for record in _objects(inputs, options.split):
         passage = _get(record.raw, "data.passage.text", record, (str,))
         questions = _get(record.raw, "data.questions", record, (list,))
+        if not questions:
+            report.drop("no_questions", location(record.source, record.line))
         for q, question in enumerate(questions):
             prefix = f"data.questions[{q}]."
             text = _get(question, "question", record, (str,), prefix=prefix)
@@ -253,19 +315,19 @@ def _openai_critiques(inputs: Sequence[Path], report: DropReport) -> Iterator[So
             at = f"{prefix}answers[{best}]."
             where = f"{location(record.source, record.line)} question {q}"
             feedback = _get(answer, "feedback", record, (Mapping,), prefix=at)
-            if feedback.get("skip") is True:
+            if _flag(feedback, "skip", record, f"{at}feedback."):
                 report.drop("skipped", where)
                 continue
             rating = _get(feedback, "rating", record, (int, float, type(None)), prefix=f"{at}feedback.")
             canonical = {"id": f"{_record_id(record)}-{q}", "prompt": f"{passage}\n{text}", "score": rating}
             canonical["completion"] = _get(answer, "answer", record, (str,), prefix=at)
-            if not feedback.get("critiques"):
+            if not _get(feedback, "critiques", record, (list, type(None)), prefix=f"{at}feedback."):
                 if rating != POSITIVE_RATING:
                     raise DataError(
                         record.source,
                         record.line,
                         f"{at}feedback.rating",
-                        f"an answer without critiques must be rated {POSITIVE_RATING}, got {rating!r}",
+                        f"an answer without critiques must be rated {POSITIVE_RATING}, got {short_repr(rating)}",
                     )
                 canonical.update(judgment=None, label=True)
             else:
@@ -278,15 +340,22 @@ def _openai_critiques(inputs: Sequence[Path], report: DropReport) -> Iterator[So
 
 
 @register("ultrafeedback")
-def _ultrafeedback(inputs: Sequence[Path], report: DropReport) -> Iterator[SourceRecord]:
+def _ultrafeedback(inputs: Sequence[Path], report: DropReport, options: Options) -> Iterator[SourceRecord]:
     """UltraFeedback: one example per completion, judged by its critique and ``overall_score``.
 
     ``overall_score`` is on a 1-10 scale, so the rule's default threshold of 7 applies as is.
-    Ids are ``"{record id or line}-{k}"`` for the k-th completion.
+    Ids are ``"{record id or line}-{k}"`` for the k-th completion. A completion without a critique
+    (missing or null) is positive only when its score reaches the rule's threshold; otherwise it is
+    a negative with no judgment, which CUT cannot train on, and is dropped (``missing_judgment``)
+    -- the canonical rule's "no judgment = satisfactory" must not make a score of 1 a positive. A
+    record with no completions is dropped (``no_completions``).
     """
-    for record in _objects(inputs):
+    positive_rule = dataclasses.replace(options.rule, null_judgment_positive=False)
+    for record in _objects(inputs, options.split):
         instruction = _get(record.raw, "instruction", record, (str,))
         completions = _get(record.raw, "completions", record, (list,))
+        if not completions:
+            report.drop("no_completions", location(record.source, record.line))
         for k, completion in enumerate(completions):
             at = f"completions[{k}]."
             if not isinstance(completion, Mapping):
@@ -301,4 +370,10 @@ def _ultrafeedback(inputs: Sequence[Path], report: DropReport) -> Iterator[Sourc
                 judgment=completion.get("critique"),
                 score=completion.get("overall_score"),
             )
+            if canonical["judgment"] is None:
+                score = _get(completion, "overall_score", record, (int, float, type(None)), prefix=at)
+                if score is None or (_finite(score) and not positive_rule.is_positive(None, score)):
+                    report.drop("missing_judgment", f"{location(record.source, record.line)} completion {k}")
+                    continue
+                canonical["label"] = True  # (a non-finite score fails validation next)
             yield SourceRecord(canonical, record.source, record.line, origin)

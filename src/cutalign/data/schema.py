@@ -21,19 +21,24 @@ verbatim (no stripping): the templates decide about whitespace.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, Literal, NamedTuple, NoReturn
 
 from cutalign.data.report import DropReport
 
 FIELDS = ("id", "prompt", "completion", "judgment", "label", "score", "refinement")
+METADATA_FIELDS = ("judge",)  # known but not canonical: who judged (`cutalign judge`); not loaded
 ROLES = ("system", "user", "assistant")
 JUDGE_ERROR_MARKER = "$ERROR$"  # what the official online pipeline writes when the GPT-4 judge failed
+ExtraFields = Literal["error", "ignore"]
+EXTRA_FIELDS = ("error", "ignore")
+DUPLICATE_ID_NOTICE = "duplicate_id"  # different examples sharing one id: kept, but worth a word
 
 
 class DataError(ValueError):
@@ -56,6 +61,15 @@ class DataError(ValueError):
 def location(source: str, line: int | None) -> str:
     """``source:line``, or just ``source`` when the whole file is meant."""
     return source if line is None else f"{source}:{line}"
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages about arbitrary input."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # integers of more than 4300 digits, very deep nesting
+        return f"a {type_name(value)} too large to show"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def type_name(value: Any) -> str:
@@ -137,11 +151,43 @@ class _Where:
         raise DataError(self.source, self.line, field, message)
 
 
+def check_text(value: str, field: str, where: _Where) -> str:
+    """``value`` when it is valid Unicode; JSON allows lone surrogates (``"\\ud800"``), which no
+    tokenizer or UTF-8 writer accepts, so they are an error here rather than a crash later."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        where.error(field, f"invalid Unicode at character {err.start}: a lone surrogate {value[err.start]!r}")
+    return value
+
+
+def check_keys(
+    raw: Mapping[str, Any], known: Iterable[str], where: _Where, extra_fields: ExtraFields = "error"
+) -> None:
+    """Unknown keys are an error (a misspelled ``judgement`` would otherwise read as a null judgment,
+    turning a negative into a positive), naming the close match; ``extra_fields="ignore"`` allows them."""
+    if extra_fields not in EXTRA_FIELDS:
+        raise ValueError(f"extra_fields must be one of {', '.join(EXTRA_FIELDS)}, got {extra_fields!r}")
+    if extra_fields == "ignore":
+        return
+    known = list(known)
+    for key in raw:
+        if key not in known:
+            shown = key if isinstance(key, str) else repr(key)
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            where.error(
+                shown,
+                f"unknown field; {hint}known fields: {', '.join(known)} "
+                "(extra_fields='ignore' / --extra_fields ignore allows extra fields)",
+            )
+
+
 def _optional_str(raw: Mapping[str, Any], key: str, where: _Where) -> str | None:
     value = raw.get(key)
     if value is not None and not isinstance(value, str):
         where.error(key, f"expected a string or null, got {type_name(value)}")
-    return value
+    return value if value is None else check_text(value, key, where)
 
 
 def _messages(value: list[Any], field: str, where: _Where) -> list[dict[str, str]]:
@@ -151,16 +197,17 @@ def _messages(value: list[Any], field: str, where: _Where) -> list[dict[str, str
             where.error(f"{field}[{i}]", f"expected a message object, got {type_name(message)}")
         role, content = message.get("role"), message.get("content")
         if role not in ROLES:
-            where.error(f"{field}[{i}].role", f"expected one of {', '.join(ROLES)}, got {role!r}")
+            where.error(f"{field}[{i}].role", f"expected one of {', '.join(ROLES)}, got {short_repr(role)}")
         if not isinstance(content, str):
             where.error(f"{field}[{i}].content", f"expected a string, got {type_name(content)}")
+        check_text(content, f"{field}[{i}].content", where)
         messages.append({"role": role, "content": content})
     return messages
 
 
 def _prompt(value: Any, where: _Where) -> str | list[dict[str, str]]:
     if isinstance(value, str):
-        return value
+        return check_text(value, "prompt", where)
     if not isinstance(value, list):
         where.error("prompt", f"expected a string or a list of messages, got {type_name(value)}")
     messages = _messages(value, "prompt", where)
@@ -173,7 +220,7 @@ def _prompt(value: Any, where: _Where) -> str | list[dict[str, str]]:
 
 def _completion(value: Any, where: _Where) -> str:
     if isinstance(value, str):
-        return value
+        return check_text(value, "completion", where)
     got = type_name(value)
     if isinstance(value, list):
         messages = _messages(value, "completion", where)
@@ -188,16 +235,23 @@ def _score(value: Any, where: _Where) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         where.error("score", f"expected a number or null, got {type_name(value)}")
-    if not math.isfinite(value):
+    try:
+        number = float(value)
+    except OverflowError:  # JSON integers have no size limit; 10**400 is no score
+        where.error("score", "expected a finite number, got an integer too large for a float")
+    if not math.isfinite(number):
         where.error("score", f"expected a finite number, got {value}")
-    return float(value)
+    return number
 
 
 def _id(value: Any, where: _Where) -> str | None:
     if value is None or isinstance(value, str):
-        return value
+        return value if value is None else check_text(value, "id", where)
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+        try:
+            return str(value)
+        except ValueError:  # Python refuses to print integers of more than 4300 digits
+            where.error("id", "expected a string or an integer of at most 4300 digits")
     where.error("id", f"expected a string, an integer or null, got {type_name(value)}")
 
 
@@ -208,10 +262,12 @@ def validate_record(
     line: int | None,
     rule: PolarityRule | None = None,
     origin: Mapping[str, str] | None = None,
+    extra_fields: ExtraFields = "error",
 ) -> dict[str, Any]:
     """The canonical example for ``raw``; raises :class:`DataError` when it is malformed.
 
-    Unknown keys are ignored. A missing or null ``label`` is derived with ``rule``; an explicit
+    Unknown keys are an error (see :func:`check_keys`) unless ``extra_fields="ignore"``; records
+    built by a converter (``origin`` given) hold canonical keys only, so are not checked. A missing or null ``label`` is derived with ``rule``; an explicit
     ``label: false`` with a null judgment is an error, since CUT cannot train on a negative
     without the judgment that says what is wrong.
     """
@@ -220,10 +276,13 @@ def validate_record(
         where.error(None, f"expected a JSON object, got {type_name(raw)}")
     for key in ("prompt", "completion"):
         if raw.get(key) is None:
-            hint = (
-                "; the record has 'instruction', so it may be cut-alpaca data" if "instruction" in raw else ""
-            )
+            close = difflib.get_close_matches(key, [k for k in raw if isinstance(k, str)], n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close and close[0] != key else ""
+            if "instruction" in raw:
+                hint = "; the record has 'instruction', so it may be cut-alpaca data"
             where.error(key, f"required field is missing or null{hint}")
+    if origin is None:
+        check_keys(raw, (*FIELDS, *METADATA_FIELDS), where, extra_fields)
     judgment = _optional_str(raw, "judgment", where)
     score = _score(raw.get("score"), where)
     label = raw.get("label")
@@ -288,18 +347,28 @@ def _fingerprint(example: Mapping[str, Any]) -> bytes:
 
 
 def canonical_examples(
-    records: Iterable[SourceRecord], rule: PolarityRule, report: DropReport
+    records: Iterable[SourceRecord],
+    rule: PolarityRule,
+    report: DropReport,
+    extra_fields: ExtraFields = "error",
 ) -> Iterator[Located]:
     """Validate, drop defects, and drop exact duplicates, recording every drop in ``report``.
 
     A duplicate is an example equal to an earlier one in every field but ``id``; the first is
     kept. The same response with a *different* judgment is kept: two annotators' judgments are
-    both signal (Shepherd has one such pair, ids 15 and 16).
+    both signal (Shepherd has one such pair, ids 15 and 16). Different examples sharing an id are
+    kept too, and counted as the notice ``duplicate_id`` (ids name examples in later reports).
     """
     first_seen: dict[bytes, str] = {}
+    by_id: dict[str, tuple[bytes, str]] = {}
     for record in records:
         example = validate_record(
-            record.raw, source=record.source, line=record.line, rule=rule, origin=record.origin
+            record.raw,
+            source=record.source,
+            line=record.line,
+            rule=rule,
+            origin=record.origin,
+            extra_fields=extra_fields,
         )
         where = location(record.source, record.line)
         if example["id"] is not None:
@@ -313,4 +382,8 @@ def canonical_examples(
             report.drop("duplicate", f"{where} = {first_seen[key]}")
             continue
         first_seen[key] = where
+        if example["id"] is not None:
+            earlier = by_id.setdefault(example["id"], (key, where))
+            if earlier[0] != key:
+                report.notice(DUPLICATE_ID_NOTICE, f"{where} differs from {earlier[1]}")
         yield Located(example, record.source, record.line)

@@ -43,8 +43,9 @@ def _length_stats(tokenizer: Any, texts: list[str]) -> dict[str, int | None]:
 def summarize(
     examples: datasets.Dataset | Sequence[dict[str, Any]], dropped: DropReport, tokenizer: Any = None
 ) -> dict[str, Any]:
-    """Counts (``total``, ``positive``, ``negative``, ``dropped`` by reason) and, with a tokenizer,
-    ``tokens``: token-length percentiles of prompts, judgments (non-null only) and completions.
+    """Counts (``total``, ``positive``, ``negative``, ``dropped`` by reason; ``selected_out`` and
+    ``notices`` by kind when there are any) and, with a tokenizer, ``tokens``: token-length
+    percentiles of prompts, judgments (non-null only) and completions.
     """
     labels = _column(examples, "label")
     positive = sum(1 for label in labels if label)
@@ -52,8 +53,12 @@ def summarize(
         "total": len(labels),
         "positive": positive,
         "negative": len(labels) - positive,
-        "dropped": dropped.as_dict(),
+        "dropped": dropped.drops(),
     }
+    if dropped.selections():  # intentional (e.g. Align-P downsampling), shown apart from drops
+        summary["selected_out"] = dropped.selections()
+    if dropped.notices:
+        summary["notices"] = dropped.notices_dict()
     if tokenizer is not None:
         texts = {
             "prompt": [prompt_text(p) for p in _column(examples, "prompt")],
@@ -75,6 +80,12 @@ def render_summary(summary: dict[str, Any]) -> Table:
     table.add_row("dropped", str(sum(dropped.values())))
     for reason, count in dropped.items():
         table.add_row(f"  {reason}", str(count))
+    for title, counts in (("selected out (intentional)", summary.get("selected_out", {})),
+                          ("notices (kept)", summary.get("notices", {}))):
+        if counts:
+            table.add_row(title, str(sum(counts.values())))
+        for kind, count in counts.items():
+            table.add_row(f"  {kind}", str(count))
     for name, stats in summary.get("tokens", {}).items():
         shown = "  ".join(f"{key} {value if value is not None else '-'}" for key, value in stats.items())
         table.add_row(f"{name} tokens", shown)

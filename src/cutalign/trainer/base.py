@@ -29,6 +29,7 @@ from transformers import (
 )
 
 from cutalign.data.collator import ContextCollator, block_to_matrices
+from cutalign.data.io import unwrap_judged
 from cutalign.data.report import DropReport
 from cutalign.data.templates import get_template
 from cutalign.data.views import ViewBuilder, build_dataset
@@ -117,6 +118,7 @@ class JudgmentTrainer(Trainer):
         """Canonical examples -> tokenised views, with every drop counted in `self.drop_report`."""
         if dataset is None:
             return None
+        dataset = unwrap_judged(dataset, self.drop_report if name == "train" else self.eval_drop_report)
         if not isinstance(dataset, datasets.Dataset):
             dataset = datasets.Dataset.from_list(list(dataset))
         if "completion_ids" in dataset.column_names:  # already tokenised by the caller

@@ -25,6 +25,7 @@ from accelerate.utils import is_peft_model
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from trl import DPOConfig, DPOTrainer
 
+from cutalign.data.io import unwrap_judged
 from cutalign.data.report import DropReport
 from cutalign.data.templates import PromptTemplate
 from cutalign.data.views import fit_prompt, resolve_bos_id
@@ -203,6 +204,8 @@ class JudgmentDPOTrainer(DPOTrainer):
         if ref_model is None and peft_config is None and not isinstance(model, str) and not is_peft_model(model) \
                 and not args.precompute_ref_log_probs:
             ref_model = copy.deepcopy(model).eval().requires_grad_(False)  # the policy as it starts
+        train_dataset, eval_dataset = unwrap_judged(train_dataset, self.drop_report), unwrap_judged(
+            eval_dataset, self.eval_drop_report)  # loaded data's drops reach the model card
         super().__init__(
             model=model, ref_model=ref_model, args=args, train_dataset=_as_dataset(train_dataset),
             eval_dataset=_as_dataset(eval_dataset), processing_class=processing_class, callbacks=callbacks,
