@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 
 import pytest
@@ -375,3 +376,57 @@ def test_bad_logit_index_raises() -> None:
     block["logit_index"] = block["logit_index"] + 10
     with pytest.raises(ValueError, match="points outside"):
         token_logprobs(model, block)
+
+
+def test_float64_model_matches_naive() -> None:
+    """A float64 model: the one-time head check compares in fp64 (it used to crash on .float())."""
+    model = tiny_model("llama").double()
+    block = make_block(VOCAB, lengths=[9, 6], prompt=3)
+    ours = token_logprobs(model, block, chunk_size=4)
+    assert ours.dtype == torch.float64
+    torch.testing.assert_close(ours, naive_token_logprobs(model, block), rtol=1e-10, atol=1e-10)
+
+
+class PeakLive(TorchDispatchMode):
+    """Peak bytes of the tensor storages alive while active (freed ones subtracted)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = self.peak = 0
+        self._seen: set[int] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage()._cdata for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        for tensor in tree_leaves(out):
+            if isinstance(tensor, torch.Tensor):
+                storage = tensor.untyped_storage()
+                if storage._cdata not in inputs and storage._cdata not in self._seen:
+                    self._seen.add(storage._cdata)
+                    self.live += storage.nbytes()
+                    self.peak = max(self.peak, self.live)
+                    weakref.finalize(storage, self._freed, storage._cdata, storage.nbytes())
+        return out
+
+    def _freed(self, key: int, size: int) -> None:
+        self._seen.discard(key)
+        self.live -= size
+
+
+def test_no_grad_pass_keeps_only_the_final_hidden_states() -> None:
+    """Without gradient, every layer's hidden states must not stay alive until the head runs."""
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(LlamaConfig(vocab_size=VOCAB, **{**SMALL, "num_hidden_layers": 8}))
+    block = make_block(VOCAB, lengths=[256, 256], prompt=250)
+    layer_bytes = 2 * 256 * SMALL["hidden_size"] * 4
+    peaks = []
+    for keep_all in (False, True):
+        tracker = PeakLive()
+        with torch.no_grad(), tracker:
+            if keep_all:  # the former way: hidden_states of all 9 layer outputs
+                model(**{k: block[k] for k in ("input_ids", "attention_mask", "position_ids")},
+                      output_hidden_states=True, logits_to_keep=1, use_cache=False)
+            else:
+                token_logprobs(model, block)
+        peaks.append(tracker.peak)
+    assert peaks[1] - peaks[0] >= 6 * layer_bytes, peaks

@@ -17,8 +17,9 @@ applied in fp32.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -52,7 +53,9 @@ def chunked_head_logprobs(
     if hidden.shape[0] == 0:
         return _upcast(hidden.sum(dim=-1))  # [0], still attached to the graph
     weight, bias = _linear_parameters(head)
-    if weight is None:
+    if weight is None or (_is_zero3_partitioned(weight) and torch.is_grad_enabled()):
+        # ZeRO-3 gathers a partitioned head (and reduces its gradient) only around the module's own
+        # forward, so each chunk calls the module.
         return _module_logprobs(hidden, head, targets, chunk_size, softcap)
     _check_weight(weight, bias, hidden)
     _check_targets(targets, weight.shape[0])
@@ -83,14 +86,106 @@ def token_logprobs(model: nn.Module, block: Mapping[str, Tensor], *, chunk_size:
     if logit_index.numel() and not (int(logit_index.min()) >= 0 and int(logit_index.max()) < positions):
         raise ValueError(f"block['logit_index'] points outside the {positions} positions of input_ids")
     head, softcap = output_head(model)
-    outputs = model(**_model_inputs(block), output_hidden_states=True, logits_to_keep=1, use_cache=False)
-    hidden = outputs.hidden_states[-1]  # post-final-norm in transformers 5 (checked once below)
+    hidden, outputs = _final_hidden_states(model, block)
     flat = hidden.reshape(-1, hidden.shape[-1])
-    logprobs = chunked_head_logprobs(
-        flat.index_select(0, logit_index), head, targets, chunk_size=chunk_size, softcap=softcap
-    )
-    _verify_head_once(head, softcap, hidden[:, -1], getattr(outputs, "logits", None))
+    with _gathered(head):
+        logprobs = chunked_head_logprobs(
+            flat.index_select(0, logit_index), head, targets, chunk_size=chunk_size, softcap=softcap
+        )
+        _verify_head_once(head, softcap, hidden[:, -1], getattr(outputs, "logits", None))
     return logprobs
+
+
+def _final_hidden_states(model: nn.Module, block: Mapping[str, Tensor]) -> tuple[Tensor, Any]:
+    """The head's input ``[R, L, H]`` and the model's outputs, keeping no other layer's hidden states.
+
+    A forward hook on the decoder (``get_decoder()``, whose ``last_hidden_state`` is post-final-norm
+    in transformers 5) captures only the last layer, where ``output_hidden_states=True`` would keep
+    every layer's until the call returns (in a no-grad pass nothing else holds them). Models without
+    a separate decoder fall back to ``hidden_states[-1]``. Either way `_verify_head_once` checks it.
+    """
+    decoder = _decoder(model)
+    if decoder is None:
+        outputs = model(**_model_inputs(block), output_hidden_states=True, logits_to_keep=1, use_cache=False)
+        return outputs.hidden_states[-1], outputs
+    captured: list[Tensor] = []
+
+    def keep_last(module: nn.Module, args: Any, output: Any) -> None:
+        captured.append(output[0] if isinstance(output, tuple) else output.last_hidden_state)
+
+    handle = decoder.register_forward_hook(keep_last)
+    try:
+        outputs = model(**_model_inputs(block), logits_to_keep=1, use_cache=False)
+    finally:
+        handle.remove()
+    if len(captured) != 1:
+        raise RuntimeError(f"the decoder of {type(model).__name__} ran {len(captured)} times in one forward pass")
+    return captured[0], outputs
+
+
+def _decoder(model: nn.Module) -> nn.Module | None:
+    """The model's decoder stack (``get_decoder()``), through DDP / DeepSpeed / PEFT wrappers."""
+    inner = model
+    while not hasattr(inner, "get_decoder") and isinstance(getattr(inner, "module", None), nn.Module):
+        inner = inner.module
+    try:
+        decoder = inner.get_decoder() if hasattr(inner, "get_decoder") else None
+    except (AttributeError, ValueError, NotImplementedError):
+        return None
+    if not isinstance(decoder, nn.Module) or decoder is inner or not hasattr(inner, "get_output_embeddings"):
+        return None
+    return decoder
+
+
+@contextlib.contextmanager
+def _gathered(head: nn.Module) -> Iterator[None]:
+    """Make a sharded LM head's full weight available to the chunked projection.
+
+    - FSDP2 (``fully_shard``): a head in the root's parameter group stays unsharded after the
+      root's forward; a head sharded as its own module is resharded after its forward, so it is
+      unsharded here. The gradient lands on the unsharded parameter, which FSDP's end-of-backward
+      callback reduce-scatters (and reshards); without gradient we reshard at once.
+    - DeepSpeed ZeRO-3: the partitioned parameters are gathered with ``GatheredParameters`` for a
+      pass without gradient; with gradient ZeRO-3 must see the head's module run (see
+      `_module_logprobs`), which `chunked_head_logprobs` does for ZeRO-3 heads.
+    """
+    weight = getattr(head, "weight", None)
+    fsdp_module = _fsdp_module(head)
+    if fsdp_module is not None and _is_dtensor(weight):
+        fsdp_module.unshard()
+        try:
+            yield
+        finally:
+            if not torch.is_grad_enabled():
+                fsdp_module.reshard()
+        return
+    if _is_zero3_partitioned(weight) and not torch.is_grad_enabled():
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(head.parameters()), modifier_rank=None):
+            yield
+        return
+    yield
+
+
+def _fsdp_module(module: nn.Module) -> Any | None:
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # pragma: no cover - torch without FSDP2
+        return None
+    return module if isinstance(module, FSDPModule) else None
+
+
+def _is_dtensor(tensor: Any) -> bool:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(tensor, DTensor)
+
+
+def _is_zero3_partitioned(tensor: Any) -> bool:
+    return tensor is not None and hasattr(tensor, "ds_id")
 
 
 def naive_token_logprobs(model: nn.Module, block: Mapping[str, Tensor]) -> Tensor:
@@ -228,11 +323,13 @@ def _verify_head_once(head: nn.Module, softcap: float | None, last_hidden: Tenso
     weight, bias = _linear_parameters(head)
     if weight is None or model_logits is None or head in _VERIFIED_HEADS:
         return
+    if _is_zero3_partitioned(weight) and weight.numel() == 0:  # checked in a later pass, once gathered
+        return
     with torch.no_grad(), torch.autocast(last_hidden.device.type, enabled=False):
         dtype = _compute_dtype(last_hidden, weight)
         w, b = weight.to(dtype), None if bias is None else bias.to(dtype)
         ours, _ = _chunk_logits(last_hidden.to(dtype), w, b, softcap)
-        theirs = model_logits[:, -1].float()
+        theirs = model_logits[:, -1].to(ours.dtype)  # fp32, or fp64 for a float64 model
         scale = 1 + float(theirs.abs().max()) if theirs.numel() else 1.0
         if ours.shape != theirs.shape or not torch.allclose(ours, theirs, rtol=0, atol=1e-2 * scale):
             raise RuntimeError(
