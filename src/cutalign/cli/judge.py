@@ -32,6 +32,10 @@ def judge(
         "--prompt_template", "--prompt-template",
         help="Judge prompt file: YAML/JSON with 'system' and 'user', or a text file (the user turn); fields "
              "{instruction} {response}. Default: the paper's annotation prompt.")] = None,
+    fold_system: Annotated[bool, typer.Option(
+        "--fold_system", "--fold-system",
+        help="Send the system prompt at the start of the user turn (models served without a system role, "
+             "e.g. `cutalign serve` of an Alpaca-template model).")] = False,
     model: Annotated[str | None, typer.Option(
         "--model", help="Judge model dir, adapter dir or hub id (--judge hf).")] = None,
     concurrency: Annotated[int, typer.Option(help="Requests in flight at once (--judge openai).")] = 8,
@@ -75,7 +79,7 @@ def judge(
         judge_ = make_judge(judge_kind, model=model, judge_model=judge_model, base_url=base_url,
                             api_key_env=api_key_env, prompt_template=prompt_template, concurrency=concurrency,
                             timeout=timeout, max_retries=max_retries, max_new_tokens=max_new_tokens,
-                            batch_size=batch_size, dtype=dtype)
+                            batch_size=batch_size, dtype=dtype, fold_system=fold_system)
     except (DataError, ValueError, OSError) as err:
         _fail(str(err))
     try:

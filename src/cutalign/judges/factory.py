@@ -14,7 +14,7 @@ def make_judge(kind: str, *, model: str | None = None, judge_model: str | None =
                base_url: str | None = None, api_key_env: str | None = None,
                prompt_template: str | Path | None = None, concurrency: int = 8, timeout: float = 60.0,
                max_retries: int = 5, max_new_tokens: int = 256, batch_size: int = 8,
-               dtype: str | None = None) -> Judge:
+               dtype: str | None = None, fold_system: bool = False) -> Judge:
     """`openai` (needs `judge_model`), `hf` (needs `model`), `demo`, or `python:module:function`."""
     if kind == "openai":
         from cutalign.judges.openai_judge import OpenAIJudge
@@ -23,8 +23,9 @@ def make_judge(kind: str, *, model: str | None = None, judge_model: str | None =
         name = judge_model or model
         if not name:
             raise ValueError("--judge openai needs --judge_model (the model name the endpoint serves)")
+        prompt = load_chat_prompt(prompt_template)
         return OpenAIJudge(name, base_url=base_url, api_key_env=api_key_env,
-                           prompt=load_chat_prompt(prompt_template), concurrency=concurrency, timeout=timeout,
+                           prompt=prompt.folded() if fold_system else prompt, concurrency=concurrency, timeout=timeout,
                            max_retries=max_retries)
     if kind == "hf":
         from cutalign.generation.base import SamplingParams

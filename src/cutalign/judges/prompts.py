@@ -59,6 +59,13 @@ class ChatPrompt:
                 f"prompt template 'user' must contain {{response}} and may contain {{instruction}}; found fields "
                 f"{sorted(names)} (double literal braces: {{{{ }}}})")
 
+    def folded(self) -> ChatPrompt:
+        """The same request as one user turn (system text first), for servers or models without a system role."""
+        if self.system is None:
+            return self
+        escaped = self.system.replace("{", "{{").replace("}", "}}")
+        return ChatPrompt(system=None, user=f"{escaped}\n\n{self.user}")
+
     def messages(self, prompt: Prompt, completion: str) -> list[dict[str, str]]:
         user = self.user.format(instruction=instruction_text(prompt), response=completion)
         return ([{"role": "system", "content": self.system}] if self.system else []) + [
