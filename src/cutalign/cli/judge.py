@@ -47,6 +47,8 @@ def judge(
     max_new_tokens: Annotated[int, typer.Option(
         "--max_new_tokens", "--max-new-tokens", help="Judgment length (--judge hf).")] = 256,
     dtype: Annotated[str | None, typer.Option(help="Model dtype (--judge hf).")] = None,
+    backend: Annotated[str, typer.Option(
+        help="Generation backend of --judge hf: transformers, or vllm (pip install cutalign[vllm]).")] = "transformers",
     retry_errors: Annotated[bool, typer.Option(
         "--retry_errors", "--retry-errors",
         help="Also judge again rows the judge answered unusably (unparseable, refused). Rows with transient "
@@ -79,7 +81,8 @@ def judge(
         judge_ = make_judge(judge_kind, model=model, judge_model=judge_model, base_url=base_url,
                             api_key_env=api_key_env, prompt_template=prompt_template, concurrency=concurrency,
                             timeout=timeout, max_retries=max_retries, max_new_tokens=max_new_tokens,
-                            batch_size=batch_size, dtype=dtype, fold_system=fold_system)
+                            batch_size=batch_size, dtype=dtype, fold_system=fold_system,
+                            backend=backend)
     except (DataError, ValueError, OSError) as err:
         _fail(str(err))
     try:

@@ -14,7 +14,7 @@ def make_judge(kind: str, *, model: str | None = None, judge_model: str | None =
                base_url: str | None = None, api_key_env: str | None = None,
                prompt_template: str | Path | None = None, concurrency: int = 8, timeout: float = 60.0,
                max_retries: int = 5, max_new_tokens: int = 256, batch_size: int = 8,
-               dtype: str | None = None, fold_system: bool = False) -> Judge:
+               dtype: str | None = None, fold_system: bool = False, backend: str = "transformers") -> Judge:
     """`openai` (needs `judge_model`), `hf` (needs `model`), `demo`, or `python:module:function`."""
     if kind == "openai":
         from cutalign.judges.openai_judge import OpenAIJudge
@@ -35,7 +35,7 @@ def make_judge(kind: str, *, model: str | None = None, judge_model: str | None =
             raise ValueError("--judge hf needs --model (a model or adapter dir, e.g. `cutalign train-judge` output)")
         if prompt_template is not None:
             raise ValueError("--prompt_template applies to --judge openai; the hf judge uses the AI-judge format")
-        return HFJudge.from_pretrained(model, dtype=dtype, params=SamplingParams(max_new_tokens=max_new_tokens),
+        return HFJudge.from_pretrained(model, backend=backend, dtype=dtype, params=SamplingParams(max_new_tokens=max_new_tokens),
                                        batch_size=batch_size)
     if kind == "demo" or kind.startswith("python:"):
         from cutalign.judges.python_judge import PythonJudge

@@ -36,10 +36,16 @@ class HFJudge:
         self.template = AIJudgeTemplate()
 
     @classmethod
-    def from_pretrained(cls, model: str, *, dtype: str | None = None, device: str | None = None,
+    def from_pretrained(cls, model: str, *, backend: str = "transformers", dtype: str | None = None,
                         params: SamplingParams | None = None, batch_size: int = 8) -> HFJudge:
-        """A judge from a model dir, adapter dir (e.g. `cutalign train-judge` output) or hub id."""
-        return cls(LocalGenerator(model, dtype=dtype, device=device), params=params, batch_size=batch_size)
+        """A judge from a model dir, adapter dir (e.g. `cutalign train-judge` output) or hub id, on the
+        `transformers` or `vllm` generation backend (prompts are rendered strings, encoded as in training)."""
+        from cutalign.generation import make_generator
+
+        options: dict[str, Any] = {"dtype": dtype}
+        if backend == "transformers":  # vLLM batches by itself and names the model after its path
+            options.update(name=model, batch_size=batch_size)
+        return cls(make_generator(backend, model=model, **options), params=params, batch_size=batch_size)
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -74,28 +80,3 @@ def _error(result: GenerationResult) -> str | None:
 def _failed(result: GenerationResult) -> Judgment | None:
     error = _error(result)
     return Judgment(None, None, raw=result.text, error=f"generation_error: {error}") if error else None
-
-
-class LocalGenerator:
-    """A transformers model as a `Generator`: prompts encoded exactly as in training (rendered strings only)."""
-
-    def __init__(self, model: str, *, dtype: str | None = None, device: str | None = None) -> None:
-        from cutalign.generation import load_for_inference
-
-        self.name = model
-        self.model, self.tokenizer = load_for_inference(model, dtype=dtype, device=device)
-
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams, *,
-                 seeds: Sequence[int] | None = None) -> list[GenerationResult]:
-        from cutalign.generation import generate_from_texts
-
-        if not all(isinstance(p, str) for p in prompts):
-            raise TypeError("LocalGenerator takes rendered prompt strings")
-        if params.seed is not None:
-            import torch
-
-            torch.manual_seed(params.seed)
-        texts = generate_from_texts(self.model, self.tokenizer, list(prompts), max_new_tokens=params.max_new_tokens,
-                                    batch_size=max(len(prompts), 1), do_sample=params.do_sample,
-                                    temperature=params.temperature, top_p=params.top_p, progress=False)
-        return [GenerationResult(text=t) for t in texts]
