@@ -7,7 +7,8 @@ import json
 import pytest
 
 from cutalign.data.io import load_judged_dataset
-from cutalign.data.schema import DataError
+from cutalign.files import ForeignOutputError
+from cutalign.generation import GenerationResult, Generator
 from cutalign.refine import (
     DEFAULT_REFINEMENT_PROMPT,
     check_prompt_template,
@@ -25,19 +26,24 @@ def example(id_, label=False, refinement=None, prompt="Name a color."):
 
 
 class FakeModel:
-    """Answers each request with a marked copy of it; records every request; can fail on a given call."""
+    """A `Generator` that answers each request with a marked copy of it, records every request, can be
+    interrupted on a given call and can refuse requests that mention a marker (as an endpoint would)."""
 
-    def __init__(self, fail_on_call: int | None = None) -> None:
+    name = "fake"
+
+    def __init__(self, fail_on_call: int | None = None, refuse: str | None = None) -> None:
         self.requests: list = []
         self.calls = 0
         self.fail_on_call = fail_on_call
+        self.refuse = refuse
 
-    def __call__(self, requests):
+    def generate(self, prompts, params, *, seeds=None):
         self.calls += 1
         if self.calls == self.fail_on_call:
             raise KeyboardInterrupt  # the run is interrupted mid-way
-        self.requests.extend(requests)
-        return [f"refined <{r}>" if "answer 5" not in r else "   " for r in requests]
+        self.requests.extend(prompts)
+        return [GenerationResult(text="", error="too long") if self.refuse and self.refuse in r else
+                GenerationResult(text=f"refined <{r}>" if "answer 5" not in r else "   ") for r in prompts]
 
 
 def rows(path):
@@ -108,5 +114,19 @@ def test_an_interrupted_run_resumes_without_repeating_generation(tmp_path):
 def test_an_output_of_other_data_is_refused(tmp_path):
     out = tmp_path / "out.jsonl"
     refine_examples([example("1")], out, FakeModel(), prompt_template=TEMPLATE)
-    with pytest.raises(DataError, match=r"out.jsonl:1: .*not in the input data"):
+    with pytest.raises(ForeignOutputError, match=r"out.jsonl:1: .*not in the input"):
         refine_examples([example("2")], out, FakeModel(), prompt_template=TEMPLATE)
+
+
+def test_refused_requests_are_counted_not_written_and_retried_by_the_next_run(tmp_path):
+    assert isinstance(FakeModel(), Generator)
+    data = [example("1"), example("2"), example("3")]
+    out = tmp_path / "out.jsonl"
+    result = refine_examples(data, out, FakeModel(refuse="answer 2"), prompt_template=TEMPLATE,
+                             render=lambda r: f"<{r}>")
+    assert (result.refined, result.failed, dict(result.errors)) == (2, 1, {"too long": 1})
+    assert [r["id"] for r in rows(out)] == ["1", "3"]
+    assert rows(out)[0]["refinement"] == "refined <<Fix: answer 1 | bad 1 | for Name a color.>>"
+    retry = FakeModel()
+    assert refine_examples(data, out, retry, prompt_template=TEMPLATE).refined == 1
+    assert [r["id"] for r in rows(out)] == ["1", "3", "2"] and len(retry.requests) == 1

@@ -1,27 +1,27 @@
 """Refined responses for the ILF baselines: y_hat = model(x, y, j), written resumably to canonical JSONL.
 
 Generating refinements is the expensive step of ILF-MLE / ILF-DPO (one long generation per
-negative), so it must never be repeated: every batch is appended to the output and synced before
-the next one starts, and a restart skips the examples the output already holds (a last line cut
-by a crash is discarded). Positives (satisfactory already) and examples that carry a refinement
-are copied unchanged; the output holds one canonical example per input example, in input order.
+negative), so it must never be repeated: every batch is appended to the output through
+`ResumableJSONL` (synced before the next one starts), and a restart skips the examples the output
+already holds (a last line cut by a crash is discarded). Any `Generator` backend writes them.
+Positives (satisfactory already) and examples that carry a refinement are copied unchanged; the output holds one canonical example per input example, in input order
+(one the backend refused is appended when a later run succeeds).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import os
 import string
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cutalign.data.schema import FIELDS, DataError
-
-logger = logging.getLogger(__name__)
+from cutalign.data.schema import FIELDS
+from cutalign.files import ResumableJSONL
+from cutalign.generation.base import Generator, Prompt, SamplingParams
 
 DEFAULT_REFINEMENT_PROMPT = (
     "Rewrite the response to the instruction below so that it fixes every problem pointed out in the judgment "
@@ -31,8 +31,6 @@ DEFAULT_REFINEMENT_PROMPT = (
 PROMPT_FIELDS = ("instruction", "response", "judgment")
 REQUIRED_FIELDS = ("response", "judgment")
 
-Prompt = str | list[dict[str, str]]
-Generate = Callable[[list[Prompt]], list[str]]
 
 
 def check_prompt_template(template: str) -> str:
@@ -84,26 +82,17 @@ def needs_refinement(example: Mapping[str, Any]) -> bool:
     return not example["label"] and not (isinstance(refinement, str) and refinement.strip())
 
 
-def model_generator(model: Any, tokenizer: Any, template: Any, *, max_new_tokens: int = 512,
-                    max_prompt_length: int | None = None) -> Generate:
-    """A `Generate` that answers requests greedily with `model`, each rendered by `template.plain`."""
-    from cutalign.generation import generate_responses
-
-    def generate(requests: list[Prompt]) -> list[str]:
-        return generate_responses(model, tokenizer, requests, template, max_new_tokens=max_new_tokens,
-                                  batch_size=len(requests), max_prompt_length=max_prompt_length, progress=False)
-
-    return generate
-
-
 @dataclass
 class RefineResult:
-    """Counts of one `refine_examples` run (`resumed`: rows the output already held)."""
+    """Counts of one `refine_examples` run (`resumed`: rows the output already held; `failed`: requests
+    the backend refused, by reason in `errors`, left for the next run)."""
 
     resumed: int = 0
     refined: int = 0
     copied: int = 0
     empty: int = 0
+    failed: int = 0
+    errors: Counter = field(default_factory=Counter)
 
     @property
     def written(self) -> int:
@@ -113,98 +102,65 @@ class RefineResult:
 def refine_examples(
     examples: Sequence[Mapping[str, Any]],
     output: str | Path,
-    generate: Generate,
+    generator: Generator,
+    params: SamplingParams | None = None,
     *,
+    render: Callable[[Prompt], Prompt] | None = None,
     prompt_template: str = DEFAULT_REFINEMENT_PROMPT,
     batch_size: int = 8,
     on_batch: Callable[[int], None] | None = None,
 ) -> RefineResult:
     """Append every example not yet in `output` to it, with a generated refinement where one is needed.
 
-    `generate` maps a list of requests (see :func:`refinement_request`) to responses; an empty one
-    is written as a null refinement and counted in `empty` (ILF then drops that example).
-    `on_batch(n)` reports progress: first the examples already in `output`, then each batch written.
+    `generator` answers the requests (see :func:`refinement_request`), each passed through `render`
+    first (a local model: its template's `plain`); greedy with 512 new tokens unless `params` says
+    otherwise. An empty answer is written as a null refinement and counted in `empty` (ILF then drops
+    that example); a request the backend refuses is not written, counted in `failed`, and retried by
+    the next run. `on_batch(n)` reports progress: first the examples already there, then each batch.
+    Writing goes through `ResumableJSONL`: synced per batch, a line cut by a crash discarded.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     check_prompt_template(prompt_template)
-    output = Path(output)
+    params = params or SamplingParams(max_new_tokens=512)
     keys = [example_key(e) for e in examples]
-    done = read_done_keys(output, set(keys))
-    pending = [e for e, key in zip(examples, keys, strict=True) if key not in done]
-    result = RefineResult(resumed=len(examples) - len(pending))
-    if on_batch is not None and result.resumed:
-        on_batch(result.resumed)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("a", encoding="utf-8") as out:
+    # Rows of other data in `output` raise ForeignOutputError (a ValueError): refuse rather than mix.
+    with ResumableJSONL(output, key=example_key, allowed_keys=keys) as out:
+        pending = [e for e, key in zip(examples, keys, strict=True) if key not in out]
+        result = RefineResult(resumed=len(examples) - len(pending))
+        if on_batch is not None and result.resumed:
+            on_batch(result.resumed)
         for start in range(0, len(pending), batch_size):
             batch = pending[start:start + batch_size]
-            _write_batch(out, batch, generate, prompt_template, result)
+            out.append(_refined_rows(batch, generator, params, render, prompt_template, result))
             if on_batch is not None:
                 on_batch(len(batch))
     return result
 
 
-def _write_batch(out: Any, batch: Sequence[Mapping[str, Any]], generate: Generate, prompt_template: str,
-                 result: RefineResult) -> None:
-    """Generate the batch's missing refinements, then append and sync its rows (in input order)."""
+def _refined_rows(batch: Sequence[Mapping[str, Any]], generator: Generator, params: SamplingParams,
+                  render: Callable[[Prompt], Prompt] | None, prompt_template: str,
+                  result: RefineResult) -> list[dict[str, Any]]:
+    """The batch's canonical rows in input order, missing refinements generated in one call."""
     needed = [needs_refinement(e) for e in batch]
     requests = [refinement_request(e, prompt_template) for e, need in zip(batch, needed, strict=True) if need]
-    responses = generate(requests) if requests else []
-    if len(responses) != len(requests):
-        raise RuntimeError(f"the generator returned {len(responses)} responses for {len(requests)} requests")
-    answers = iter(responses)
+    sent = [render(r) for r in requests] if render is not None else requests
+    answers = iter(generator.generate(sent, params) if sent else [])
+    rows = []
     for example, need in zip(batch, needed, strict=True):
         row = {key: example.get(key) for key in FIELDS}
         if need:
-            row["refinement"] = next(answers).strip() or None
+            answer = next(answers)
+            if answer.error is not None:
+                result.failed += 1
+                result.errors[answer.error] += 1
+                continue
+            row["refinement"] = answer.text.strip() or None
             result.refined += 1
             result.empty += row["refinement"] is None
         else:
             result.copied += 1
-        out.write(json.dumps(row, ensure_ascii=False) + "\n")
-    out.flush()
-    os.fsync(out.fileno())
-
-
-def read_done_keys(output: Path, known: Iterable[str]) -> set[str]:
-    """Keys of the examples `output` already holds; a partial last line (a crash mid-write) is cut off.
-
-    Rows that are not examples of this input mean the output belongs to other data: an error, so
-    that nothing is mixed or overwritten.
-    """
-    if not output.is_file():
-        return set()
-    _drop_partial_last_line(output)
-    known = set(known)
-    done: set[str] = set()
-    with output.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                key = example_key(row)
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise DataError(str(output), number, None, f"not a canonical example written by refine: {err}") from err
-            if key not in known:
-                raise DataError(str(output), number, None, "this example is not in the input data; the output "
-                                "file belongs to other data (choose a new --output)")
-            done.add(key)
-    return done
-
-
-def _drop_partial_last_line(path: Path) -> None:
-    data = path.read_bytes()
-    if not data or data.endswith(b"\n"):
-        return
-    keep = data.rfind(b"\n") + 1
-    try:
-        json.loads(data[keep:])
-    except ValueError:
-        logger.warning("%s: discarding an incomplete last line (an interrupted run)", path)
-        with path.open("r+b") as f:
-            f.truncate(keep)
-        return
-    with path.open("ab") as f:  # a complete record that only lacks its newline
-        f.write(b"\n")
+        rows.append(row)
+    if next(answers, None) is not None:
+        raise RuntimeError(f"the generator returned more results than the {len(requests)} requests")
+    return rows

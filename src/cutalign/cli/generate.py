@@ -24,7 +24,7 @@ def generate(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output JSONL: id, prompt, completion (appended "
                                                                "to on resume).")],
     backend: Annotated[str, typer.Option("--backend", help="transformers, openai (any OpenAI-compatible "
-                                                           "endpoint) or vllm (pip install 'cutalign[vllm]').")
+                                                           "endpoint) or vllm (the optional vllm extra).")
                        ] = "transformers",
     template: Annotated[str | None, typer.Option(
         "--template", help="'alpaca' or 'chat' (default: the one saved with the model, else alpaca).")] = None,
@@ -70,10 +70,10 @@ def generate(
         if limit is not None and limit < 1:
             raise ValueError(f"--limit must be >= 1, got {limit}")
         records = read_prompts(data, with_location=True)[:limit]
-        generator, render, described = _generator(backend, model, dtype=dtype, template=template,
-                                                  chat_template=chat_template, system_prompt=system_prompt,
-                                                  batch_size=batch_size, base_url=base_url,
-                                                  api_key_env=api_key_env, concurrency=concurrency)
+        generator, render, described = build_generator(backend, model, dtype=dtype, template=template,
+                                                       chat_template=chat_template, system_prompt=system_prompt,
+                                                       batch_size=batch_size, base_url=base_url,
+                                                       api_key_env=api_key_env, concurrency=concurrency)
         _check_renders(records, render)
     except (DataError, ValueError, ImportError, OSError) as err:
         _fail(str(err))
@@ -91,10 +91,11 @@ def generate(
         raise typer.Exit(1)
 
 
-def _generator(backend: str, model: str, *, dtype: str, template: str | None, chat_template: str | None,
-               system_prompt: str | None, batch_size: int, base_url: str | None, api_key_env: str | None,
-               concurrency: int) -> tuple[Any, Any, str]:
-    """The generator, how a record's prompt is turned into its input, and the template in words."""
+def build_generator(backend: str, model: str, *, dtype: str, template: str | None, chat_template: str | None,
+                    system_prompt: str | None, batch_size: int, base_url: str | None, api_key_env: str | None,
+                    concurrency: int, max_prompt_length: int | None = None) -> tuple[Any, Any, str]:
+    """The generator, how a prompt is turned into its input (None: sent as is, the server renders it),
+    and the template in words. Shared by `generate` and `refine`."""
     from cutalign.data.templates import render_chat, resolve_template_settings
     from cutalign.generation import make_generator
 
@@ -111,6 +112,8 @@ def _generator(backend: str, model: str, *, dtype: str, template: str | None, ch
                                          system_prompt=system_prompt)
     options: dict[str, Any] = {"dtype": dtype, "template": template, "chat_template": chat_template,
                                "system_prompt": system_prompt}
+    if max_prompt_length is not None:
+        options.update(max_prompt_length=max_prompt_length)
     if backend == "transformers":
         options.update(batch_size=batch_size)
     generator = make_generator(backend, model=model, **options)
