@@ -116,6 +116,7 @@ class TrainJudgeArguments:
     """What the judge learns from and how it is checked; the model, LoRA and trainer flags follow."""
 
     data: list[str] = field(default_factory=list, metadata={"help": "Judged data (files, folders, datasets ids)."})
+    method: str = field(default="judge", metadata={"help": "Always 'judge' (lets a `cutalign train` YAML be reused)."})
     data_format: str = field(default="canonical", metadata={"help": "Format of --data (canonical or a converter)."})
     eval_fraction: float = field(
         default=0.1, metadata={"help": "Held-out fraction (seeded by --seed) for the agreement in judge_eval.json."})
@@ -147,6 +148,8 @@ def train_judge_command(ctx: typer.Context) -> None:
         _fail(str(err))
     if not model_args.model_name_or_path or not run_args.data:
         _fail("train-judge needs --model and --data")
+    if run_args.method != "judge":
+        _fail(f"train-judge trains method 'judge', not {run_args.method!r}; use `cutalign train` for that")
     from cutalign.data.schema import DataError
     from cutalign.judges.training import EVAL_FILE, train_judge
 

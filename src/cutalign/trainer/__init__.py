@@ -47,6 +47,8 @@ METHODS: dict[str, Method] = {
         Method("unlikelihood", "cutalign.trainer.unlikelihood.UnlikelihoodConfig",
                "cutalign.trainer.unlikelihood.UnlikelihoodTrainer",
                "Unlikelihood on every response token of negatives plus MLE on positives."),
+        Method("judge", "cutalign.trainer.config.MLEConfig", "cutalign.trainer.judge_trainer.JudgeTrainer",
+               "An AI judge: judgment + Yes./No. given [x, y] (`cutalign train-judge` adds held-out agreement)."),
     )
 }
 
