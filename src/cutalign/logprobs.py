@@ -188,6 +188,73 @@ def _is_zero3_partitioned(tensor: Any) -> bool:
     return tensor is not None and hasattr(tensor, "ds_id")
 
 
+def packing_unsupported_reason(model: nn.Module) -> str | None:
+    """``None`` when packed rows (restarting ``position_ids``, no mask) keep sequences apart, else why not.
+
+    transformers 5 builds a block-diagonal mask from restarting ``position_ids`` (sdpa, eager, flex)
+    or passes them to FlashAttention's varlen kernel -- but only in models that build their masks
+    with ``masking_utils`` and only without a KV cache. Rather than trusting a list of model types,
+    this runs the model once on two short sequences packed into one row and checks that the second
+    one's logits equal those of the second sequence alone (and differ from a row that attends across
+    the boundary). A model whose weights are ZeRO-3 partitioned cannot run here, so its modeling
+    code is checked for the mask builders instead.
+    """
+    config = getattr(model, "config", None)
+    attn = getattr(config, "_attn_implementation", None)
+    if any(hasattr(p, "ds_id") for p in model.parameters()):
+        source = _modeling_source(model)
+        if "create_causal_mask" in source or "create_sliding_window_causal_mask" in source:
+            return None
+        return f"{type(model).__name__} does not build its attention mask from position_ids"
+    try:
+        leak, packed = _packing_probe(model)
+    except Exception as err:  # any model that cannot run the probe pads instead
+        return f"the packing check failed on {type(model).__name__} ({attn} attention): {type(err).__name__}: {err}"
+    if packed <= 1e-3 * max(leak, 1e-6) or packed < 1e-5:
+        return None
+    return (f"{type(model).__name__} with {attn} attention lets packed sequences attend to each other "
+            f"(max logit difference {packed:.3g} from the sequence alone)")
+
+
+def _packing_probe(model: nn.Module) -> tuple[float, float]:
+    """Max |logits - alone| of a sequence after another one: attending across, and packed."""
+    vocab = int(model.get_input_embeddings().num_embeddings)
+    device = next(model.parameters()).device
+    first = torch.arange(3, 10, device=device) % vocab
+    second = torch.arange(11, 16, device=device) % vocab
+    n, m = first.numel(), second.numel()
+    row = torch.cat([first, second])[None]
+    restarting = torch.cat([torch.arange(n), torch.arange(m)]).to(device)[None]
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            def tail_logits(**kwargs: Tensor) -> Tensor:
+                return _upcast(model(**kwargs, use_cache=False).logits[0, -m:])
+
+            alone = tail_logits(input_ids=second[None], position_ids=torch.arange(m, device=device)[None])
+            packed = tail_logits(input_ids=row, position_ids=restarting)
+            leak = tail_logits(input_ids=row, position_ids=restarting, attention_mask=torch.ones_like(row))
+    finally:
+        model.train(training)
+    return float((leak - alone).abs().max()), float((packed - alone).abs().max())
+
+
+def _modeling_source(model: nn.Module) -> str:
+    import inspect
+    import sys
+
+    inner = model
+    while isinstance(getattr(inner, "module", None), nn.Module):
+        inner = inner.module
+    base = getattr(inner, "get_base_model", lambda: inner)()
+    module = sys.modules.get(type(base).__module__)
+    try:
+        return inspect.getsource(module) if module is not None else ""
+    except (OSError, TypeError):
+        return ""
+
+
 def naive_token_logprobs(model: nn.Module, block: Mapping[str, Tensor]) -> Tensor:
     """The reference: the model's full ``[R, L, V]`` logits, fp32 log-softmax, gather.
 

@@ -198,3 +198,67 @@ def test_padding_free_needs_use_cache_false(llama_features, llama2_tokenizer):
         input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False
     ).logits
     assert not torch.allclose(cached, uncached, atol=1e-3)
+
+
+def test_packing_check_accepts_llama_and_refuses_a_model_that_ignores_position_ids():
+    """The one-off check: Llama (sdpa, eager) keeps packed sequences apart; OPT's masks ignore position_ids."""
+    from transformers import OPTConfig, OPTForCausalLM
+
+    from cutalign.logprobs import packing_unsupported_reason
+
+    for attn in ("sdpa", "eager"):
+        model = tiny_llama(100, attn).train()
+        assert packing_unsupported_reason(model) is None
+        assert model.training  # the check restores the mode
+    torch.manual_seed(0)
+    opt = OPTForCausalLM(OPTConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                   ffn_dim=64, word_embed_proj_dim=32))
+    assert "attend to each other" in packing_unsupported_reason(opt)
+
+
+def _cut_trainer(tmp_path, model, tokenizer, examples, **overrides):
+    from cutalign.trainer.config import CUTConfig
+    from cutalign.trainer.cut_trainer import CUTTrainer
+
+    config = CUTConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, report_to=[],
+                       max_length=256, use_cpu=True, disable_dropout=True, positive_ratio=-1, **overrides)
+    return CUTTrainer(model, config, train_dataset=examples, processing_class=tokenizer)
+
+
+@pytest.mark.parametrize("misalign_mode", ["fake_positive", "instruction_only"])
+def test_packed_by_default_with_the_padded_loss_and_gradients(tmp_path, tokenizer, online_examples, misalign_mode):
+    """Default batches are packed for Llama; the CUT loss and every gradient equal the padded batch's."""
+    from cutalign.demo.assets import tiny_causal_lm
+
+    examples = [e for e in online_examples if len(e["completion"]) < 500][:6]
+    model = tiny_causal_lm(tokenizer, hidden_size=32)
+    results = []
+    for padding_free in (None, False):
+        trainer = _cut_trainer(tmp_path, model, tokenizer, examples, misalign_mode=misalign_mode,
+                               padding_free=padding_free)
+        assert trainer.data_collator.padding_free is (padding_free is None)
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
+        assert ("attention_mask" in batch["grad"]) is (padding_free is False)
+        model.zero_grad()
+        loss = trainer.compute_loss(model, batch)
+        loss.backward()
+        results.append((loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}))
+    (packed_loss, packed_grads), (padded_loss, padded_grads) = results
+    torch.testing.assert_close(packed_loss, padded_loss, rtol=1e-5, atol=1e-6)
+    for name, grad in padded_grads.items():
+        torch.testing.assert_close(packed_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_model_without_packing_support_pads_and_says_why(tmp_path, tokenizer, online_examples, caplog):
+    from transformers import OPTConfig, OPTForCausalLM
+
+    torch.manual_seed(0)
+    opt = OPTForCausalLM(OPTConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                                   num_attention_heads=4, ffn_dim=64, word_embed_proj_dim=32))
+    examples = online_examples[:8]
+    with caplog.at_level("WARNING", logger="cutalign.trainer.base"):
+        trainer = _cut_trainer(tmp_path, opt, tokenizer, examples)
+    assert trainer.data_collator.padding_free is False
+    assert "padded, length-grouped batches instead of packed ones: OPTForCausalLM" in caplog.text
+    with pytest.raises(ValueError, match="padding_free=true, but OPTForCausalLM"):
+        _cut_trainer(tmp_path, opt, tokenizer, examples, padding_free=True)

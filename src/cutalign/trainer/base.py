@@ -33,7 +33,7 @@ from cutalign.data.io import unwrap_judged
 from cutalign.data.report import DropReport
 from cutalign.data.templates import get_template
 from cutalign.data.views import ViewBuilder, build_dataset
-from cutalign.logprobs import token_logprobs
+from cutalign.logprobs import packing_unsupported_reason, token_logprobs
 from cutalign.trainer.config import JudgmentTrainingConfig
 from cutalign.trainer.model_card import write_model_card
 
@@ -88,7 +88,7 @@ class JudgmentTrainer(Trainer):
             pad_token_id=processing_class.pad_token_id,
             grad_contexts=self.grad_contexts,
             nograd_contexts=self.nograd_contexts,
-            padding_free=args.padding_free,
+            padding_free=self._resolve_padding_free(model, args),
         )
         super().__init__(
             model=model, args=args, data_collator=collator, train_dataset=train_dataset,
@@ -146,6 +146,19 @@ class JudgmentTrainer(Trainer):
     def _set_signature_columns_if_needed(self) -> None:
         # The collator reads our feature columns; nothing should be removed by signature.
         self._signature_columns = None
+
+    def _resolve_padding_free(self, model: nn.Module, args: JudgmentTrainingConfig) -> bool:
+        """Pack by default where the model's attention keeps packed sequences apart; else pad, saying why."""
+        if args.padding_free is False:
+            self.padding_free_reason = "padding_free=false"
+            return False
+        reason = packing_unsupported_reason(model)
+        if reason is not None and args.padding_free:
+            raise ValueError(f"padding_free=true, but {reason}; use padding_free=false")
+        if reason is not None and args.process_index == 0:
+            logger.warning("padded, length-grouped batches instead of packed ones: %s", reason)
+        self.padding_free_reason = reason or "packed: the attention keeps packed sequences apart"
+        return reason is None
 
     # ------------------------------------------------------------------ loss
     def context_logps(self, model: nn.Module, inputs: dict[str, Any]) -> ContextLogps:

@@ -112,11 +112,13 @@ class JudgmentTrainingConfig(JudgmentDataArguments, RecipeDefaults, TrainingArgu
         metadata={"help": "Kept False: the no-gradient pass runs only on processes whose micro-batch has negatives, "
                           "and DDP's buffer broadcast in forward would then wait forever for the others."},
     )
-    padding_free: bool = field(
-        default=False,
+    padding_free: bool | None = field(
+        default=None,
         metadata={"help": "Pack each forward pass's sequences into one row with restarting position_ids instead of "
-                          "padding (needs an attention implementation that detects packed sequences, e.g. sdpa or "
-                          "flash_attention_2 in transformers 5)."},
+                          "padding. Unset (default): packed when a one-off check shows the model's attention keeps "
+                          "packed sequences apart (sdpa, eager, flash_attention_2 in transformers 5 for models that "
+                          "build masks from position_ids), else padded and length-grouped with the reason logged; "
+                          "true: packed or an error; false: padded."},
     )
     logprob_chunk_size: int = field(
         default=1024,
