@@ -8,7 +8,7 @@ import pytest
 
 from cutalign.judges.base import Judgment, Preference
 from cutalign.judges.guard import FailureGuard, JudgeFailureError
-from cutalign.judges.pairwise import combine_orders, judge_both_orders
+from cutalign.judges.pairwise import combine_orders, judge_both_orders, judge_pair
 from cutalign.judges.python_judge import PythonJudge, demo_judge_function, to_judgment
 
 JUDGE_FILE = '''
@@ -97,6 +97,7 @@ def test_both_orders_cancel_position_bias():
     prompts, a, b = ["p1", "p2", "p3"], ["long answer", "x", "same"], ["short", "longer one", "same"]
     assert [p.winner for p in judge_both_orders(ScriptedPairJudge(), prompts, a, b)] == ["a", "b", "tie"]
     assert [p.winner for p in judge_both_orders(ScriptedPairJudge(biased=True), prompts, a, b)] == ["tie"] * 3
+    assert judge_pair(ScriptedPairJudge(), "p", "a", "bb").winner == "b"
     failed = combine_orders(Preference("a"), Preference(None, raw="?", error="unparseable"))
     assert failed.winner is None and failed.error == "unparseable"
     with pytest.raises(ValueError, match="differ in length"):

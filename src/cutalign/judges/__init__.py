@@ -17,6 +17,7 @@ _LAZY = {
     "FailureGuard": "cutalign.judges.guard",
     "JudgeFailureError": "cutalign.judges.guard",
     "judge_both_orders": "cutalign.judges.pairwise",
+    "judge_pair": "cutalign.judges.pairwise",
     "judge_file": "cutalign.judges.annotate",
     "JudgeSummary": "cutalign.judges.annotate",
     "make_judge": "cutalign.judges.factory",

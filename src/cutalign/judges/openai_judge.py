@@ -176,7 +176,8 @@ class OpenAIJudge:
                 for r in self._replies(requests)]
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        """Stop: queued requests are cancelled (Ctrl-C must not wait for a whole batch of retries)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
         self._client.close()
 
 

@@ -31,3 +31,8 @@ def judge_both_orders(judge: PairwiseJudge, prompts: Sequence[Prompt], a: Sequen
     first = judge.judge_pairs(prompts, a, b)
     swapped = judge.judge_pairs(prompts, b, a)
     return [combine_orders(x, y) for x, y in zip(first, swapped, strict=True)]
+
+
+def judge_pair(judge: PairwiseJudge, prompt: Prompt, a: str, b: str) -> Preference:
+    """One prompt's verdict, both orders asked (see `judge_both_orders`)."""
+    return judge_both_orders(judge, [prompt], [a], [b])[0]
