@@ -123,6 +123,8 @@ def test_train_judge_then_judge_with_it(runner, tmp_path, tiny_model_dir, cut_on
         evaluation["confusion_gold_predicted"]["no/no"]
     assert evaluation["parsed"] + sum(evaluation["failed"].values()) == 6
     assert evaluation["agreement"] == evaluation["agreeing"] / 6
+    gold_yes = evaluation["gold_satisfactory"]
+    assert evaluation["majority_baseline"] == max(gold_yes, 6 - gold_yes) / 6
     assert "held-out agreement" in result.output
     source = tmp_path / "to_judge.jsonl"
     source.write_text("".join(json.dumps({"id": e["id"], "prompt": e["prompt"], "completion": e["completion"]}) + "\n"

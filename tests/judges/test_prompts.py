@@ -41,9 +41,12 @@ def test_ai_judgment_parses_text_and_decision():
     positive = parse_ai_judgment(f"{POSITIVE_JUDGMENT} Yes.")
     assert (positive.text, positive.satisfactory, positive.error) == (None, True, None)
     assert parse_ai_judgment("Clear and correct.\nYes").text == "Clear and correct."
+    repeated = parse_ai_judgment(f"{POSITIVE_JUDGMENT} Yes. Yes. Yes.")
+    assert (repeated.text, repeated.satisfactory) == (None, True)
+    assert parse_ai_judgment("Wrong. No. No.").text == "Wrong."
 
 
-@pytest.mark.parametrize("reply", ["The capital is wrong.", "", "No.", "Yes. The capital is wrong."])
+@pytest.mark.parametrize("reply", ["The capital is wrong.", "", "No.", "Yes. The capital is wrong.", "Hm. Yes. No."])
 def test_ai_judgment_without_final_decision_or_reason_is_unparseable(reply):
     judgment = parse_ai_judgment(reply)
     assert judgment.error == "unparseable" and judgment.satisfactory is None and judgment.raw == reply

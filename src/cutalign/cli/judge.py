@@ -171,7 +171,8 @@ def train_judge_command(ctx: typer.Context) -> None:
     if evaluation is not None:
         failed = sum(evaluation["failed"].values())
         typer.echo(f"held-out agreement: {evaluation['agreeing']}/{evaluation['examples']} = "
-                   f"{evaluation['agreement']:.3f} ({failed} verdicts unreadable); see "
+                   f"{evaluation['agreement']:.3f} (always the majority label: {evaluation['majority_baseline']:.3f}; "
+                   f"{failed} verdicts unreadable); see "
                    f"{Path(report['output_dir']) / EVAL_FILE}", err=True)
 
 

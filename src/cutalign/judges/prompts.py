@@ -161,20 +161,26 @@ def parse_annotation(reply: str | None) -> Judgment:
     return Judgment(text=raw.strip(), satisfactory=False, raw=raw)
 
 
-_DECISION = re.compile(r"(?is)^(?P<text>.*?)[\s\"'*]*\b(?P<decision>yes|no)\b[\s.!\"'*]*$")
+# The judgment, then a final run of decisions ("No." -- or "No. No. No." when a model repeats itself).
+_DECISION = re.compile(r"(?is)^(?P<text>.*?)(?P<run>(?:[\s\"'*]*\b(?:yes|no)\b[\s.!\"'*]*)+)$")
+_WORD = re.compile(r"(?i)\b(yes|no)\b")
 
 
 def parse_ai_judgment(reply: str | None) -> Judgment:
     """The AI-judge format: a judgment ending in "Yes." (perfect) or "No."; no final decision is unparseable.
+
+    A repeated final decision ("No. No.", a model that did not stop) counts once; a final run that
+    mixes both ("Yes. No.") is unparseable.
 
     A satisfactory verdict whose text is empty or the stock POSITIVE_JUDGMENT has `text=None`, as the
     canonical data writes positives.
     """
     raw = reply or ""
     match = _DECISION.match(raw.strip())
-    if match is None:
+    decisions = {word.lower() for word in _WORD.findall(match["run"])} if match else set()
+    if len(decisions) != 1:  # no final decision, or "Yes. No.": never guess
         return Judgment(text=None, satisfactory=None, raw=raw, error=UNPARSEABLE)
-    satisfactory = match["decision"].lower() == "yes"
+    satisfactory = decisions == {"yes"}
     text = match["text"].strip() or None
     if not satisfactory and text is None:  # "No." alone names no mistake: nothing to train on
         return Judgment(text=None, satisfactory=None, raw=raw, error=UNPARSEABLE)

@@ -55,6 +55,7 @@ def judge_agreement(judge: Judge, examples: Sequence[dict[str, Any]] | datasets.
         gold, predicted = ("yes" if row["label"] else "no"), ("yes" if judgment.satisfactory else "no")
         confusion[f"{gold}/{predicted}"] += 1
     agree = confusion["yes/yes"] + confusion["no/no"]
+    gold_yes = sum(bool(r["label"]) for r in rows)
     parsed = sum(confusion.values())
     return {
         "examples": len(rows),
@@ -64,7 +65,9 @@ def judge_agreement(judge: Judge, examples: Sequence[dict[str, Any]] | datasets.
         "agreement": agree / len(rows) if rows else None,
         "parsed_agreement": agree / parsed if parsed else None,
         "confusion_gold_predicted": confusion,
-        "gold_satisfactory": sum(bool(r["label"]) for r in rows),
+        "gold_satisfactory": gold_yes,
+        # What always answering the majority label would score: a judge must beat it to be useful.
+        "majority_baseline": max(gold_yes, len(rows) - gold_yes) / len(rows) if rows else None,
     }
 
 
