@@ -145,3 +145,15 @@ def test_parallel_streams_each_get_their_own_text(client, local):
     with ThreadPoolExecutor(3) as pool:
         streamed = list(pool.map(stream, prompts))
     assert streamed == [r.text for r in local.generate(prompts, SamplingParams(max_new_tokens=6))]
+
+
+def test_generate_cli_over_the_server_equals_the_local_backend(served_tiny_model, tiny_model_dir, tmp_path, cli_ok):
+    data = tmp_path / "prompts.jsonl"
+    data.write_text('{"id": 1, "prompt": "Name a color."}\n{"id": 2, "prompt": "Count to three."}\n')
+    local, remote_out = tmp_path / "local.jsonl", tmp_path / "remote.jsonl"
+    cli_ok("generate", "--model", tiny_model_dir, "--data", data, "-o", local, "--max_new_tokens", "6")
+    result = cli_ok("generate", "--backend", "openai", "--model", served_tiny_model.model, "--base_url",
+                    served_tiny_model.base_url, "--api_key_env", served_tiny_model.api_key_env, "--data", data,
+                    "-o", remote_out, "--max_new_tokens", "6")
+    assert "applied by the server" in result.output
+    assert remote_out.read_text() == local.read_text()
