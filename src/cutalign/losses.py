@@ -145,14 +145,8 @@ def cut_loss(
     misaligned_source = logp_plain if logp_misaligned is None else logp_misaligned
     misaligned = torch.where(negative_tokens, misaligned_source.detach().to(dtype), 0.0)
 
-    if ablations.no_detection:
-        unlikely = negative_tokens
-    else:
-        unlikely = detect_unlikely_tokens(judged.detach(), misaligned, negative_tokens, threshold)
-    if mode == "official" or ablations.no_dynamic_weight or gamma == 0:
-        weight: Tensor | float = alpha
-    else:
-        weight = alpha * torch.exp(gamma * judged.detach())
+    unlikely, weight = cut_detection(judged, misaligned, negative_tokens, threshold=threshold, alpha=alpha,
+                                     gamma=gamma, mode=mode, ablations=ablations)
     neg_ul = torch.where(unlikely, -weight * log1m_exp(plain), 0.0)  # on U: -w log(1 - p(y|x))
     neg_mle = torch.where(negative_tokens & ~unlikely, -plain, 0.0)  # off U: -log p(y|x)
     pos_mle = torch.where(positive_tokens, -plain, 0.0)  # Align-P: -log p(y|x)
@@ -176,6 +170,34 @@ def cut_loss(
         mean_logp_judged=judged.detach().sum() / num_negative.clamp(min=1),
         mean_logp_misaligned=misaligned.sum() / num_negative.clamp(min=1),
     )
+
+
+def cut_detection(
+    logp_judged: Tensor,
+    logp_misaligned: Tensor,
+    candidates: Tensor,
+    *,
+    threshold: float = 1.1,
+    alpha: float = 1.0,
+    gamma: float = 0.0,
+    mode: LossMode = "paper",
+    ablations: CUTAblations = CUTAblations(),
+) -> tuple[Tensor, Tensor | float]:
+    """CUT's unlikely set U and the unlikelihood weight of its tokens, exactly as :func:`cut_loss` uses them.
+
+    One function for the loss and for ``cutalign inspect`` (so what a user inspects is what the
+    trainer flags). ``candidates`` are the negatives' valid response tokens; U is all of them under
+    ``no_detection``. The weight is ``alpha * p(t|x,j-)^gamma`` in paper mode (a ``[B, T]`` tensor),
+    the constant ``alpha`` in official mode, with ``no_dynamic_weight`` or ``gamma == 0``. No gradient.
+    """
+    with torch.no_grad():
+        if ablations.no_detection:
+            unlikely = candidates
+        else:
+            unlikely = detect_unlikely_tokens(logp_judged, logp_misaligned, candidates, threshold)
+        if mode == "official" or ablations.no_dynamic_weight or gamma == 0:
+            return unlikely, alpha
+        return unlikely, alpha * torch.exp(gamma * logp_judged.detach())
 
 
 def detect_unlikely_tokens(
