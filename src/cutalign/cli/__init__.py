@@ -15,7 +15,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # Command groups register themselves on import; each lives in its own module.
-    from cutalign.cli import data, demo, generate, inspect, judge, model, online, refine, serve, train  # noqa: F401
+    from cutalign.cli import data, demo, eval, generate, inspect, judge, model, online, refine, serve, train  # noqa: F401
 
 
 def main() -> None:
