@@ -12,7 +12,7 @@ import pytest
 from cutalign.generation import GenerationError, OpenAIGenerator, SamplingParams, TransformersGenerator
 
 CHAT = [{"role": "user", "content": "Name a color."}]
-GREEDY = SamplingParams(max_new_tokens=8)
+GREEDY = SamplingParams(max_new_tokens=5)
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +43,8 @@ def test_greedy_output_over_http_equals_the_local_generator(served_tiny_model, l
 
 
 def test_concurrent_requests_are_batched_without_changing_answers(served_tiny_model, local):
-    prompts = [f"Question {i}: what is {i} plus {i}?" for i in range(6)]
-    generator = remote(served_tiny_model, "completions", concurrency=6)
+    prompts = [f"Question {i}: what is {i} plus {i}?" for i in range(4)]
+    generator = remote(served_tiny_model, "completions", concurrency=4)
     assert [r.text for r in generator.generate(prompts, GREEDY)] == [r.text for r in local.generate(prompts, GREEDY)]
 
 
@@ -60,13 +60,13 @@ def test_models_and_streaming(client, served_tiny_model, local):
     assert [m.id for m in client.models.list().data] == ["tiny"]
     assert client.models.retrieve("tiny").id == "tiny"
     expected = local.generate([CHAT], GREEDY)[0].text
-    chunks = list(client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=8, temperature=0,
+    chunks = list(client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=5, temperature=0,
                                                  stream=True))
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == expected
     assert len([c for c in chunks if c.choices[0].delta.content]) > 1  # token by token, not one piece
     assert chunks[-1].choices[0].finish_reason == "length"
-    pieces = list(client.completions.create(model="tiny", prompt="The sky is", max_tokens=8, temperature=0,
+    pieces = list(client.completions.create(model="tiny", prompt="The sky is", max_tokens=5, temperature=0,
                                             stream=True))
     assert "".join(p.choices[0].text for p in pieces) == local.generate(["The sky is"], GREEDY)[0].text
 
