@@ -45,7 +45,8 @@ def judge(
     batch_size: Annotated[int, typer.Option(
         "--batch_size", "--batch-size", help="Rows judged, then written, together.")] = 16,
     max_new_tokens: Annotated[int, typer.Option(
-        "--max_new_tokens", "--max-new-tokens", help="Judgment length (--judge hf).")] = 256,
+        "--max_new_tokens", "--max-new-tokens",
+        help="Longest judgment in tokens (max_tokens of each request with --judge openai).")] = 512,
     dtype: Annotated[str | None, typer.Option(help="Model dtype (--judge hf).")] = None,
     backend: Annotated[str, typer.Option(
         help="Generation backend of --judge hf: transformers, or vllm (pip install cutalign[vllm]).")] = "transformers",

@@ -13,7 +13,7 @@ KINDS = ("openai", "hf", "demo", "python:MODULE:FUNCTION")
 def make_judge(kind: str, *, model: str | None = None, judge_model: str | None = None,
                base_url: str | None = None, api_key_env: str | None = None,
                prompt_template: str | Path | None = None, concurrency: int = 8, timeout: float = 60.0,
-               max_retries: int = 5, max_new_tokens: int = 256, batch_size: int = 8,
+               max_retries: int = 5, max_new_tokens: int = 512, batch_size: int = 8,
                dtype: str | None = None, fold_system: bool = False, backend: str = "transformers") -> Judge:
     """`openai` (needs `judge_model`), `hf` (needs `model`), `demo`, or `python:module:function`."""
     if kind == "openai":
@@ -26,7 +26,7 @@ def make_judge(kind: str, *, model: str | None = None, judge_model: str | None =
         prompt = load_chat_prompt(prompt_template)
         return OpenAIJudge(name, base_url=base_url, api_key_env=api_key_env,
                            prompt=prompt.folded() if fold_system else prompt, concurrency=concurrency, timeout=timeout,
-                           max_retries=max_retries)
+                           max_retries=max_retries, max_tokens=max_new_tokens)
     if kind == "hf":
         from cutalign.generation.base import SamplingParams
         from cutalign.judges.hf_judge import HFJudge
