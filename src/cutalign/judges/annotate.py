@@ -156,6 +156,12 @@ def _judge_batch(judge: Judge, batch: Sequence[Mapping[str, Any]]) -> list[Judgm
     return judgments
 
 
+def _as_written(rows: Sequence[Mapping[str, Any]]) -> list[Judgment]:
+    """The verdicts as the output holds them (a judgment `judged_row` refused counts as failed)."""
+    return [Judgment(None, None if row["judge"].get("error") else row["label"], error=row["judge"].get("error"))
+            for row in rows]
+
+
 def judge_metadata(judge: Judge) -> dict[str, Any]:
     meta = getattr(judge, "metadata", None)
     return dict(meta) if isinstance(meta, Mapping) else {"kind": type(judge).__name__, "model": judge.name}
@@ -197,7 +203,7 @@ def judge_file(input_path: str | Path, output_path: str | Path, judge: Judge, *,
                 progress(len(batch))
             if guard is not None:
                 try:
-                    guard.observe(judgments)
+                    guard.observe(_as_written(rows))
                 except JudgeFailureError as err:
                     summary.stopped = str(err)
                     failure = JudgeFailureError(
