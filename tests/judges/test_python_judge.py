@@ -72,11 +72,12 @@ def test_demo_judge_uses_the_fact_world():
 
     rows = load_sample()[:40]
     judge = demo_judge_function()
-    assert all((judge(r["prompt"], r["completion"]) is None) == (r["judgment"] is None) for r in rows)
+    assert [judge(r["prompt"], r["completion"]).satisfactory for r in rows] == [r["label"] for r in rows]
     judgments = PythonJudge.from_spec("demo").judge([r["prompt"] for r in rows], [r["completion"] for r in rows])
     assert [j.satisfactory for j in judgments] == [r["label"] for r in rows]
+    assert any(j.error_spans for j in judgments if not j.satisfactory)  # gold spans of wrong values
     [outside] = PythonJudge.from_spec("demo").judge(["What is love?"], ["Baby don't hurt me."])
-    assert outside.error == "judge_exception"
+    assert outside.error == "unparseable" and outside.satisfactory is None
 
 
 class ScriptedPairJudge:

@@ -23,15 +23,13 @@ JudgeFunction = Callable[..., Any]
 
 
 def demo_judge_function() -> JudgeFunction:
-    """The built-in fact world's judge (`--judge demo`): the one adapter to change when that module moves."""
-    try:
-        from cutalign.demo.sample import sample_world
-    except ImportError:  # the layout before the lab package
-        from cutalign.demo.world import sample_world  # type: ignore[no-redef]
-    world = sample_world()
+    """The lab's programmatic judge over the demo world (`--judge demo`): the one adapter to change when
+    that module moves. It returns a `Judgment` with gold `error_spans`; questions outside the world
+    come back unparseable."""
+    from cutalign.lab.judge import judge_response
 
-    def judge(prompt: str, completion: str) -> str | None:
-        return world.judge(prompt, completion)
+    def judge(prompt: Prompt, completion: str) -> Judgment:
+        return judge_response(prompt, completion)
 
     return judge
 
