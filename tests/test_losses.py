@@ -294,3 +294,25 @@ def test_bad_inputs_raise_clear_errors(change: dict, message: str) -> None:
     args.update(change)
     with pytest.raises(ValueError, match=message):
         cut_loss(**args)
+
+
+def test_cut_detection_is_the_losss_u_and_weight():
+    """`cut_detection` (shared with `cutalign inspect`) gives exactly the loss's U, and the weight alpha * p-^gamma."""
+    from cutalign.losses import cut_detection
+
+    torch.manual_seed(0)
+    plain, judged, misaligned = (-torch.rand(3, 5) * 3 for _ in range(3))
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    mask[2, 3:] = False
+    is_negative = torch.tensor([True, False, True])
+    out = cut_loss(plain, judged, misaligned, mask, is_negative, threshold=1.2, alpha=0.5, gamma=0.7)
+    candidates = mask & is_negative[:, None]
+    unlikely, weight = cut_detection(torch.where(candidates, judged, 0.0), torch.where(candidates, misaligned, 0.0),
+                                     candidates, threshold=1.2, alpha=0.5, gamma=0.7)
+    assert torch.equal(unlikely, out.unlikely_mask)
+    assert torch.equal(unlikely, candidates & (judged.exp() > 1.2 * misaligned.exp()))
+    assert torch.allclose(weight[candidates], 0.5 * judged.exp()[candidates] ** 0.7)
+    constant = cut_detection(judged, misaligned, candidates, threshold=1.2, alpha=0.5, gamma=0.7, mode="official")[1]
+    assert constant == 0.5
+    everything = cut_detection(judged, misaligned, candidates, ablations=CUTAblations(no_detection=True))[0]
+    assert torch.equal(everything, candidates)

@@ -161,11 +161,8 @@ def _write_data(path, examples, spans=None):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
-def test_cli_outputs_and_errors(online_examples, tiny_model_dir, tmp_path, cli_ok):
-    from typer.testing import CliRunner
-
-    from cutalign.cli import app
-
+@pytest.mark.slow  # two model loads and inspections through the CLI: ~15 s on a busy 2-core machine
+def test_cli_writes_html_png_json_and_sweeps(online_examples, tiny_model_dir, tmp_path, cli_ok):
     negatives = [e for e in online_examples if not e["label"]][:2]
     data = tmp_path / "d.jsonl"
     _write_data(data, negatives, spans=lambda e: [[0, 5]])
@@ -179,9 +176,22 @@ def test_cli_outputs_and_errors(online_examples, tiny_model_dir, tmp_path, cli_o
     sweep = cli_ok("inspect", "--model", tiny_model_dir, "--data", data, "--sweep", "1.0,2", "--json")
     rows = json.loads(sweep.stdout.strip().splitlines()[-1])["rows"]
     assert [r["threshold"] for r in rows] == [1.0, 2.0] and rows[0]["gold_examples"] == 2
+
+
+def test_cli_bad_input_exits_2(online_examples, tiny_model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from cutalign.cli import _register, app
+
+    _register()
+    negatives = [e for e in online_examples if not e["label"]][:2]
+    data = tmp_path / "d.jsonl"
+    _write_data(data, negatives, spans=lambda e: [[0, 5]])
     runner = CliRunner()
     bad = runner.invoke(app, ["inspect", "--model", str(tiny_model_dir), "--data", str(data), "--sweep", "1,x"])
     assert bad.exit_code == 2 and "'x' is not a number" in bad.output
+    bad = runner.invoke(app, ["inspect", "--model", str(tiny_model_dir), "--data", str(data), "--ids", "nope"])
+    assert bad.exit_code == 2 and "no example with id nope" in bad.output
     _write_data(data, negatives, spans=lambda e: [[3, 1]])
     bad = runner.invoke(app, ["inspect", "--model", str(tiny_model_dir), "--data", str(data)])
     assert bad.exit_code == 2 and f"{data}:1: field 'error_spans'" in bad.output

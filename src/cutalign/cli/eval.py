@@ -141,6 +141,9 @@ def winrate_command(
     n_bootstrap: Annotated[int, typer.Option("--n_bootstrap", "--n-bootstrap", help="Bootstrap resamples.")] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Judge requests in flight.")] = 8,
+    judge_max_tokens: Annotated[int, typer.Option("--judge_max_tokens", "--judge-max-tokens",
+                                                  help="Reply tokens per verdict (the judge answers A, B or tie).")
+                                ] = 16,
     max_new_tokens: MaxNew = 256, limit: Limit = None,
 ) -> None:
     """Win rate of the outputs vs references, judged pairwise in both orders, with bootstrap CI and LC win rate."""
@@ -154,8 +157,16 @@ def winrate_command(
     try:
         if n_bootstrap < 10:
             raise ValueError(f"--n_bootstrap must be >= 10, got {n_bootstrap}")
-        judge_ = make_judge(judge, judge_model=judge_model, base_url=base_url, api_key_env=api_key_env,
-                            concurrency=concurrency)
+        if judge == "openai":
+            from cutalign.judges.openai_judge import OpenAIJudge
+
+            if not judge_model:
+                raise ValueError("--judge openai needs --judge_model (the model name the endpoint serves)")
+            judge_ = OpenAIJudge(judge_model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency,
+                                 max_tokens=judge_max_tokens)
+        else:
+            judge_ = make_judge(judge, judge_model=judge_model, base_url=base_url, api_key_env=api_key_env,
+                                concurrency=concurrency)
         if not callable(getattr(judge_, "judge_pairs", None)):
             raise ValueError(f"--judge {judge}: this judge has no pairwise mode (judge_pairs); use --judge openai")
         rows = _rows(outputs, model, data, output_dir, max_new_tokens, limit)
