@@ -150,3 +150,22 @@ def test_alpaca_eval_files_read_back(tmp_path):
     rows = read_outputs(path)
     assert alpaca_eval_rows(rows, "x") == [{"instruction": "Say hi", "output": "hi", "generator": "m"}]
     assert pair_outputs(rows, rows)[0][1].output == "hi"  # no ids: matched by instruction
+
+
+def test_winrate_with_the_lab_judge_through_the_cli(tmp_path, cli_ok):
+    from cutalign.lab.world import evaluation_set, make_world
+
+    questions = evaluation_set(make_world(12, 0))[:8]
+    # The model is right on questions 0-5, the reference on 0-1 only: 4 wins, 2 ties (both right), 2 ties (both wrong).
+    model = _jsonl(tmp_path / "m.jsonl", [{"id": str(i), "prompt": q.question,
+                                           "completion": f"{q.gold if i < 6 else q.wrong_values[0]}."}
+                                          for i, q in enumerate(questions)])
+    refs = _jsonl(tmp_path / "r.jsonl", [{"id": str(i), "prompt": q.question,
+                                          "completion": f"{q.gold if i < 2 else q.wrong_values[0]}."}
+                                         for i, q in enumerate(questions)])
+    result = cli_ok("eval", "winrate", "--outputs", model, "--references", refs, "--judge",
+                    "python:cutalign.lab.judge:judge_response", "--n_bootstrap", "300", "--output_dir", tmp_path / "w")
+    results = json.loads((tmp_path / "w" / "results.json").read_text())
+    assert (results["wins"], results["ties"], results["losses"], results["errors"]) == (4, 4, 0, 0)
+    assert results["scores"]["win_rate"] == 0.75
+    assert "| 75.0% [" in result.stdout

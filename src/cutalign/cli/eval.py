@@ -128,7 +128,9 @@ def winrate_command(
     references: Annotated[Path, typer.Option("--references", help="Reference outputs (e.g. the base model's).")],
     outputs: Outputs = None, model: Model = None, data: Data = None,
     judge: Annotated[str, typer.Option("--judge", help="Pairwise judge: openai (any OpenAI-compatible endpoint, "
-                                                       "e.g. `cutalign serve`).")] = "openai",
+                                                       "e.g. `cutalign serve`), or a programmatic python judge "
+                                                       "(python:MODULE:FUNCTION, demo: the better verdict wins).")
+                       ] = "openai",
     judge_model: Annotated[str | None, typer.Option("--judge_model", "--judge-model", help="Served judge model name.")
                            ] = None,
     base_url: Annotated[str | None, typer.Option("--base_url", "--base-url", help="Judge endpoint, e.g. "
@@ -150,7 +152,12 @@ def winrate_command(
     from tqdm.auto import tqdm
 
     from cutalign.eval.outputs import alpaca_eval_rows, pair_outputs, read_outputs
-    from cutalign.eval.winrate import judge_pairs_both_orders, winrate_from_verdicts, winrate_summary
+    from cutalign.eval.winrate import (
+        PointwisePairwise,
+        judge_pairs_both_orders,
+        winrate_from_verdicts,
+        winrate_summary,
+    )
     from cutalign.files import atomic_write_json, atomic_write_jsonl
     from cutalign.judges.factory import close_judge, make_judge
 
@@ -168,7 +175,9 @@ def winrate_command(
             judge_ = make_judge(judge, judge_model=judge_model, base_url=base_url, api_key_env=api_key_env,
                                 concurrency=concurrency)
         if not callable(getattr(judge_, "judge_pairs", None)):
-            raise ValueError(f"--judge {judge}: this judge has no pairwise mode (judge_pairs); use --judge openai")
+            if not (judge == "demo" or judge.startswith("python:")):
+                raise ValueError(f"--judge {judge}: this judge has no pairwise mode (judge_pairs); use --judge openai")
+            judge_ = PointwisePairwise(judge_)  # a programmatic judge: the better verdict wins
         rows = _rows(outputs, model, data, output_dir, max_new_tokens, limit)
         pairs = pair_outputs(rows, read_outputs(references))
     except _bad_input() as err:

@@ -24,10 +24,36 @@ from typing import Any
 import numpy as np
 
 from cutalign.eval.outputs import OutputRow
-from cutalign.judges.base import PairwiseJudge
+from cutalign.judges.base import Judge, Judgment, PairwiseJudge, Preference, Prompt
 from cutalign.judges.pairwise import judge_both_orders
 
 SCORE = {"a": 1.0, "tie": 0.5, "b": 0.0}  # the model's outputs are "a"
+
+
+class PointwisePairwise:
+    """A pairwise judge from a pointwise one (e.g. the lab's programmatic judge): the better verdict wins.
+
+    "Better" is the higher ``score`` when both have one, else satisfactory over unsatisfactory;
+    equal verdicts tie, and a failed verdict on either side is the pair's error. Symmetric by
+    construction, so both orders agree (the position-bias cancellation still runs).
+    """
+
+    def __init__(self, judge: Judge) -> None:
+        self.judge = judge
+        self.name = f"pointwise({judge.name})"
+
+    def judge_pairs(self, prompts: Sequence[Prompt], a: Sequence[str], b: Sequence[str]) -> list[Preference]:
+        first = self.judge.judge(list(prompts), list(a))
+        second = self.judge.judge(list(prompts), list(b))
+        return [_better(x, y) for x, y in zip(first, second, strict=True)]
+
+
+def _better(x: Judgment, y: Judgment) -> Preference:
+    if not (x.ok and y.ok):
+        return Preference(None, raw=f"{x.error or x.raw!r} / {y.error or y.raw!r}", error=x.error or y.error or "no_verdict")
+    left, right = (x.score, y.score) if x.score is not None and y.score is not None else (
+        float(x.satisfactory), float(y.satisfactory))
+    return Preference("a" if left > right else "b" if right > left else "tie", raw=f"{left} vs {right}")
 
 
 def judge_pairs_both_orders(pairs: Sequence[tuple[OutputRow, OutputRow]], judge: PairwiseJudge, *,

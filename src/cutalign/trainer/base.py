@@ -9,6 +9,7 @@ logging in TRL's `_metrics` style, and a model card. Subclasses say which contex
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import defaultdict
@@ -20,8 +21,6 @@ import datasets
 import torch
 from torch import nn
 from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     Trainer,
@@ -33,12 +32,15 @@ from cutalign.data.io import unwrap_judged
 from cutalign.data.report import DropReport
 from cutalign.data.templates import get_template
 from cutalign.data.views import ViewBuilder, build_dataset
+from cutalign.files import atomic_write_json
 from cutalign.logprobs import packing_unsupported_reason, token_logprobs
+from cutalign.models import ensure_pad_token, load_model, load_tokenizer
 from cutalign.trainer.config import JudgmentTrainingConfig
 from cutalign.trainer.model_card import write_model_card
 
 logger = logging.getLogger(__name__)
 
+RUN_STATE_NAME = "cutalign_state.json"  # in each checkpoint: the loss sum of the run so far
 ContextLogps = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -68,11 +70,12 @@ class JudgmentTrainer(Trainer):
         set_seed(args.seed)
         model_id = model if isinstance(model, str) else getattr(getattr(model, "config", None), "_name_or_path", None)
         if isinstance(model, str):
-            model = load_causal_lm(model, args.model_init_kwargs)
+            model, tokenizer = load_model(model, model_init_kwargs=init_kwargs(args.model_init_kwargs))
+            processing_class = processing_class if processing_class is not None else tokenizer
         if processing_class is None:
             if model_id is None:
                 raise ValueError("processing_class (the tokenizer) is required when the model is not a path or id")
-            processing_class = AutoTokenizer.from_pretrained(model_id)
+            processing_class = load_tokenizer(model_id)
         ensure_pad_token(processing_class)
         model = prepare_model(model, peft_config, args)
         self.base_model_id = model_id
@@ -102,6 +105,7 @@ class JudgmentTrainer(Trainer):
         self._metrics: dict[str, defaultdict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._tokens = {"real": 0, "computed": 0}
         self._last_log_time = time.perf_counter()
+        self._resumed_loss_sum: float | None = None  # the loss sum of the steps before a resume
 
     # ------------------------------------------------------------------ data
     def view_contexts(self) -> tuple[str, ...]:
@@ -135,7 +139,10 @@ class JudgmentTrainer(Trainer):
             for line in dropped.lines():
                 logger.warning("%s dataset: dropped %s", name, line)
         if len(views) == 0:
-            raise ValueError(f"no {name} examples left after preparation; dropped: {dropped.as_dict()}")
+            from cutalign.api import NoUsableExamplesError, no_usable_message
+
+            report = self.drop_report if name == "train" else self.eval_drop_report
+            raise NoUsableExamplesError(no_usable_message(report, f"tokenising the {name} data"))
         return views
 
     def select_examples(self, views: datasets.Dataset, args: JudgmentTrainingConfig,
@@ -236,6 +243,8 @@ class JudgmentTrainer(Trainer):
         return output
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "train_loss" in logs and self._resumed_loss_sum is not None:
+            logs = {**logs, "train_loss": self._whole_run_loss()}
         if self.model.training:
             logs = {**logs, **self._pop_metrics("train")}
             if self._tokens["computed"]:
@@ -246,6 +255,36 @@ class JudgmentTrainer(Trainer):
                 self._last_log_time = now
         super().log(logs, start_time)
 
+    # ------------------------------------------------------------------ checkpoints and resume
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        """Also record the run's loss sum so far (before trainer_state.json, which the Trainer writes
+        last and which marks a checkpoint complete), so a resumed run reports the whole run's loss."""
+        if self.args.should_save:
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            pending = float(self._tr_loss.item()) if getattr(self, "_tr_loss", None) is not None else 0.0
+            atomic_write_json(folder / RUN_STATE_NAME, {
+                "global_step": self.state.global_step,
+                "loss_sum": (self._resumed_loss_sum or 0.0) + self._total_loss_scalar + pending,
+            })
+        super()._save_checkpoint(model, trial)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = Path(resume_from_checkpoint) / RUN_STATE_NAME
+        self._resumed_loss_sum = float(json.loads(path.read_text())["loss_sum"]) if path.is_file() else None
+
+    def _whole_run_loss(self) -> float:
+        return ((self._resumed_loss_sum or 0.0) + self._total_loss_scalar) / max(self.state.global_step, 1)
+
+    def _finalize_training(self, trial: Any, num_train_samples: int, start_time: float) -> Any:
+        output = super()._finalize_training(trial, num_train_samples, start_time)
+        if self._resumed_loss_sum is None:
+            return output
+        loss = self._whole_run_loss()
+        output.metrics["train_loss"] = loss
+        return output._replace(training_loss=loss)
+
     def create_model_card(self, **kwargs: Any) -> None:
         """A model card naming the method, the paper, the base model, the data and the results."""
         if self.is_world_process_zero():
@@ -255,37 +294,33 @@ class JudgmentTrainer(Trainer):
 def template_from_config(args: JudgmentTrainingConfig, tokenizer: PreTrainedTokenizerBase):
     """The prompt template a config asks for (chat options only apply to the chat template)."""
     if args.template == "chat":
-        return get_template("chat", tokenizer, judgment_placement=args.judgment_placement,
-                            system_prompt=args.system_prompt)
+        template = get_template("chat", tokenizer, judgment_placement=args.judgment_placement,
+                                system_prompt=args.system_prompt, chat_template=args.chat_template)
+        if template.chat_template:  # saved with the tokenizer: the model carries its template (vllm serve too)
+            tokenizer.chat_template = template.chat_template
+        return template
     return get_template(args.template, tokenizer)
 
 
-def load_causal_lm(model_id: str, init_kwargs: dict[str, Any] | str | None) -> PreTrainedModel:
-    """Load any causal LM from a path or hub id; safetensors only and no remote code unless asked."""
-    kwargs = dict(init_kwargs or {}) if not isinstance(init_kwargs, str) else _parse_json_kwargs(init_kwargs)
-    kwargs.setdefault("use_safetensors", True)
-    kwargs.setdefault("trust_remote_code", False)
-    dtype = kwargs.get("dtype")
-    if isinstance(dtype, str) and dtype not in ("auto", None):
-        kwargs["dtype"] = getattr(torch, dtype)
-    return AutoModelForCausalLM.from_pretrained(model_id, **kwargs)
+def load_causal_lm(model_id: str, kwargs: dict[str, Any] | str | None) -> PreTrainedModel:
+    """The model alone, through the one loader (:func:`cutalign.models.load_model`)."""
+    return load_model(model_id, model_init_kwargs=init_kwargs(kwargs))[0]
 
 
-def _parse_json_kwargs(text: str) -> dict[str, Any]:
+def init_kwargs(value: dict[str, Any] | str | None) -> dict[str, Any]:
+    """`model_init_kwargs` as a dict (a JSON object string from the command line is parsed)."""
     import json
 
-    value = json.loads(text)
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"model_init_kwargs must be a JSON object, got {value!r}: {err}") from err
     if not isinstance(value, dict):
-        raise ValueError(f"model_init_kwargs must be a JSON object, got {text!r}")
-    return value
-
-
-def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
-    """Causal LMs often lack a pad token; padding positions are masked, so EOS (or UNK) serves."""
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
-    if tokenizer.pad_token_id is None:
-        raise ValueError("the tokenizer has neither a pad, unk nor eos token to pad with")
+        raise ValueError(f"model_init_kwargs must be a JSON object, got {value!r}")
+    return dict(value)
 
 
 def prepare_model(model: nn.Module, peft_config: Any | None, args: JudgmentTrainingConfig) -> nn.Module:

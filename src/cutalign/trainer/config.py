@@ -10,6 +10,7 @@ its YAML config.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,27 @@ TEMPLATES = ("alpaca", "chat")
 JUDGMENT_PLACEMENTS = ("user", "system")
 LOSS_MODES = ("paper", "official")
 MISALIGN_MODES = ("fake_positive", "instruction_only")
+SECRET_KEY_PARTS = ("secret", "password", "passwd", "api_key", "apikey", "access_key", "credential")
+# Token-named settings that are vocabulary, not credentials.
+NOT_SECRETS = frozenset({"pad_token", "eos_token", "bos_token", "unk_token", "sep_token", "cls_token",
+                         "mask_token", "max_new_token", "ignore_token"})
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a setting's name says it holds a credential (token, key, password)."""
+    key = key.lower()
+    if key in NOT_SECRETS:
+        return False
+    return key in ("token", "key") or key.endswith(("_token", "_key")) or any(p in key for p in SECRET_KEY_PARTS)
+
+
+def without_secrets(value: Any) -> Any:
+    """``value`` with every secret-named key removed, at any depth (dicts and lists)."""
+    if isinstance(value, dict):
+        return {k: without_secrets(v) for k, v in value.items() if not is_secret_key(str(k))}
+    if isinstance(value, list | tuple):
+        return type(value)(without_secrets(v) for v in value)
+    return value
 
 
 @dataclass
@@ -46,6 +68,11 @@ class JudgmentDataArguments:
     system_prompt: str | None = field(
         default=None, metadata={"help": "With template='chat': an optional system message for every context."}
     )
+    chat_template: str | None = field(
+        default=None,
+        metadata={"help": "With template='chat': a built-in chat template (llama2, chatml, zephyr) or a Jinja file, for "
+                          "tokenizers without one; saved with the model's tokenizer."},
+    )
     # -- data
     max_length: int = field(
         default=2048,
@@ -65,12 +92,43 @@ class JudgmentDataArguments:
     )
     model_init_kwargs: dict[str, Any] | str | None = field(
         default=None,
-        metadata={"help": "Keyword arguments for AutoModelForCausalLM.from_pretrained when `model` is a string."},
+        metadata={"help": "Keyword arguments for AutoModelForCausalLM.from_pretrained when `model` is a string "
+                          "(a JSON object on the command line, e.g. '{\"revision\": \"main\"}')."},
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Train into an output_dir that already holds another run (its checkpoints are removed). "
+                          "Without it such a directory is refused unless the run resumes."},
+    )
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What pickling saves (``training_args.bin`` in the output dir and every checkpoint): no
+        secrets. ``hub_token`` and ``model_init_kwargs.token`` are set to None / removed; the rest
+        loads back as usual."""
+        state = dict(self.__dict__)
+        for key, value in state.items():
+            if is_secret_key(key) and isinstance(value, str):
+                state[key] = None
+        if isinstance(state.get("model_init_kwargs"), dict):
+            state["model_init_kwargs"] = without_secrets(state["model_init_kwargs"])
+        return state
+
+    def __copy__(self) -> Any:  # copies keep their secrets; only what is pickled to disk loses them
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
 
     def __post_init__(self) -> None:
         _check_choice("template", self.template, TEMPLATES)
         _check_choice("judgment_placement", self.judgment_placement, JUDGMENT_PLACEMENTS)
+        if isinstance(self.model_init_kwargs, str):  # from the command line: a JSON object
+            self.model_init_kwargs = _json_object("model_init_kwargs", self.model_init_kwargs)
         if self.max_length < 2:
             raise ValueError(f"max_length must be at least 2, got {self.max_length}")
         parent = getattr(super(), "__post_init__", None)  # the TrainingArguments side, when mixed in
@@ -236,6 +294,18 @@ def _has_accelerator() -> bool:
     if accelerator is not None:
         return accelerator.is_available()
     return torch.cuda.is_available() or torch.backends.mps.is_available()
+
+
+def _json_object(name: str, text: str) -> dict[str, Any]:
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{name} must be a JSON object, got {text!r} ({err.msg})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a JSON object, got {text!r}")
+    return value
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
