@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -88,12 +88,12 @@ def token_logprobs(model: nn.Module, block: Mapping[str, Tensor], *, chunk_size:
     head, softcap = output_head(model)
     hidden, outputs = _final_hidden_states(model, block)
     flat = hidden.reshape(-1, hidden.shape[-1])
-    with _gathered(head):
+    with _gathered(head) as finish:
         logprobs = chunked_head_logprobs(
             flat.index_select(0, logit_index), head, targets, chunk_size=chunk_size, softcap=softcap
         )
         _verify_head_once(head, softcap, hidden[:, -1], getattr(outputs, "logits", None))
-    return logprobs
+    return finish(logprobs)
 
 
 def _final_hidden_states(model: nn.Module, block: Mapping[str, Tensor]) -> tuple[Tensor, Any]:
@@ -138,23 +138,24 @@ def _decoder(model: nn.Module) -> nn.Module | None:
 
 
 @contextlib.contextmanager
-def _gathered(head: nn.Module) -> Iterator[None]:
+def _gathered(head: nn.Module) -> Iterator[Callable[[Tensor], Tensor]]:
     """Make a sharded LM head's full weight available to the chunked projection.
 
-    - FSDP2 (``fully_shard``): a head in the root's parameter group stays unsharded after the
-      root's forward; a head sharded as its own module is resharded after its forward, so it is
-      unsharded here. The gradient lands on the unsharded parameter, which FSDP's end-of-backward
-      callback reduce-scatters (and reshards); without gradient we reshard at once.
-    - DeepSpeed ZeRO-3: the partitioned parameters are gathered with ``GatheredParameters`` for a
-      pass without gradient; with gradient ZeRO-3 must see the head's module run (see
-      `_module_logprobs`), which `chunked_head_logprobs` does for ZeRO-3 heads.
+    Yields what to apply to the result. FSDP2 (``fully_shard``): a head in the root's parameter
+    group stays unsharded after the root's forward; a head sharded as its own module is resharded
+    after its forward, so it is unsharded here. Its gradient lands on the unsharded parameter, which
+    FSDP's end-of-backward callback reduce-scatters and reshards. A later pass (the no-grad one, or
+    the head's next forward) may reshard it before backward, so the result's backward unshards it
+    again first (a no-op when it still is). Without gradient we reshard at once.
+    DeepSpeed ZeRO-3: partitioned parameters are gathered for a pass without gradient; with
+    gradient ZeRO-3 must see the head's module run, which `chunked_head_logprobs` then does.
     """
     weight = getattr(head, "weight", None)
     fsdp_module = _fsdp_module(head)
     if fsdp_module is not None and _is_dtensor(weight):
         fsdp_module.unshard()
         try:
-            yield
+            yield lambda logprobs: _UnshardBeforeBackward.apply(logprobs, fsdp_module)
         finally:
             if not torch.is_grad_enabled():
                 fsdp_module.reshard()
@@ -163,9 +164,39 @@ def _gathered(head: nn.Module) -> Iterator[None]:
         import deepspeed
 
         with deepspeed.zero.GatheredParameters(list(head.parameters()), modifier_rank=None):
-            yield
+            yield lambda logprobs: logprobs
         return
-    yield
+    yield lambda logprobs: logprobs
+
+
+class _UnshardBeforeBackward(torch.autograd.Function):
+    """Identity whose backward unshards an FSDP2 module before the head's backward reads its weight."""
+
+    @staticmethod
+    def forward(ctx: Any, logprobs: Tensor, module: nn.Module) -> Tensor:
+        ctx.module = module
+        return logprobs.view_as(logprobs)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        ctx.module.unshard()
+        return grad, None
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """Whether FSDP2 (``fully_shard``) or DeepSpeed ZeRO-3 manages the model's parameters.
+
+    Then every forward pass gathers parameters collectively, so all processes must run the same
+    passes. Checked on the modules, not the parameters' types: FSDP2 leaves a root's parameters
+    unsharded between its forward and backward.
+    """
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # pragma: no cover
+        FSDPModule = ()
+    return any(isinstance(m, FSDPModule) for m in model.modules()) or any(
+        hasattr(p, "ds_id") for p in model.parameters()
+    )
 
 
 def _fsdp_module(module: nn.Module) -> Any | None:

@@ -55,3 +55,29 @@ def test_accelerate_launch_runs_the_module_entry_point(tmp_path, tiny_model_dir,
                   *train_args(tiny_model_dir, cut_online_dir / "train-alpaca-sample-iter3.json", out)], tmp_path)
     assert json.loads((out / "train_results.json").read_text())["train_loss"] > 0
     assert "processes: 1, global batch: 2" in result.stderr
+
+
+WORKER = Path(__file__).with_name("fsdp_worker.py")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("head", "misalign_mode"), [("own", "fake_positive"), ("root", "instruction_only")])
+def test_fsdp2_sharded_head_gives_the_one_process_update(tmp_path, tiny_model_dir, cut_online_dir, head,
+                                                         misalign_mode):
+    """FSDP2 (fully_shard per decoder layer, the LM head on its own or in the root group), 2 gloo processes
+    x 2 examples == 1 process x 4 examples. The first 4 examples hold one negative, so one process has no
+    no-grad rows and runs the empty pass the collective gathers need."""
+    from safetensors.torch import load_file
+
+    data = cut_online_dir / "train-alpaca-sample-iter3.json"
+    sharded, single = tmp_path / "fsdp.safetensors", tmp_path / "single.safetensors"
+    args = [str(tiny_model_dir), str(data)]
+    result = run([str(BIN / "torchrun"), "--nproc_per_node", "2", str(WORKER), *args, str(sharded), misalign_mode,
+                  head, "4"], tmp_path)
+    assert "processes: 2" in result.stdout
+    run([sys.executable, str(WORKER), *args, str(single), misalign_mode, head, "4"], tmp_path)
+    initial, after_fsdp, after_single = (load_file(p) for p in (tiny_model_dir / "model.safetensors", sharded, single))
+    assert set(after_fsdp) == set(after_single)
+    assert not torch.equal(after_fsdp["lm_head.weight"], initial["lm_head.weight"])
+    for name, value in after_single.items():
+        torch.testing.assert_close(after_fsdp[name], value, atol=1e-6, rtol=1e-5, msg=name)

@@ -93,7 +93,8 @@ def _rows(block) -> list[list[int]]:
 def test_hindsight_rows_are_judged_template_then_response(tmp_path, tokenizer, online_examples):
     negative = next(e for e in online_examples if not e["label"])
     positive = next(e for e in online_examples if e["label"])
-    trainer = HindsightTrainer(tiny_causal_lm(tokenizer, hidden_size=32), make_config(tmp_path, max_length=4096),
+    trainer = HindsightTrainer(tiny_causal_lm(tokenizer, hidden_size=32),
+                               make_config(tmp_path, max_length=4096, padding_free=False),
                                train_dataset=[negative, positive], processing_class=tokenizer)
     batch = trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])
     rows = _rows(batch["grad"])

@@ -33,7 +33,7 @@ from cutalign.data.report import DropReport
 from cutalign.data.templates import get_template
 from cutalign.data.views import ViewBuilder, build_dataset
 from cutalign.files import atomic_write_json
-from cutalign.logprobs import packing_unsupported_reason, token_logprobs
+from cutalign.logprobs import is_sharded, packing_unsupported_reason, token_logprobs
 from cutalign.models import ensure_pad_token, load_model, load_tokenizer
 from cutalign.trainer.config import JudgmentTrainingConfig
 from cutalign.trainer.model_card import write_model_card
@@ -174,8 +174,14 @@ class JudgmentTrainer(Trainer):
         out: ContextLogps = {}
         for key, contexts, grad in (("grad", self.grad_contexts, True), ("nograd", self.nograd_contexts, False)):
             block = inputs.get(key)
-            if block is None or not contexts:
+            if not contexts:
                 continue
+            if block is None:
+                if not is_sharded(model):
+                    continue
+                # FSDP / ZeRO-3 gather parameters collectively in every forward: a process whose
+                # micro-batch has no row for this pass runs an empty one so that the others do not wait.
+                block = _empty_block(inputs["grad"])
             with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
                 logp = token_logprobs(model, block, chunk_size=self.args.logprob_chunk_size)
             out.update(block_to_matrices(logp, block, contexts, batch_size))
@@ -289,6 +295,14 @@ class JudgmentTrainer(Trainer):
         """A model card naming the method, the paper, the base model, the data and the results."""
         if self.is_world_process_zero():
             write_model_card(Path(self.args.output_dir), self, **kwargs)
+
+
+def _empty_block(like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A one-token row with no target: a forward pass that scores nothing."""
+    ids = like["input_ids"][:1, :1]
+    empty = like["target_ids"][:0]
+    return {"input_ids": ids, "position_ids": torch.zeros_like(ids), "logit_index": empty, "target_ids": empty,
+            "example_index": empty, "token_index": empty, "context_index": empty}
 
 
 def template_from_config(args: JudgmentTrainingConfig, tokenizer: PreTrainedTokenizerBase):
