@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -85,7 +86,7 @@ def test_train_sft_writes_the_standard_outputs(tmp_path, tiny_model_dir, cut_onl
            "1", "--per_device_train_batch_size", "2", "--max_length", "256", "--report_to", "none",
            "--save_strategy", "no", "--use_cpu", "true")
     results = json.loads((out / "train_results.json").read_text())
-    assert results["train_loss"] == pytest.approx(results["train_loss"])  # finite, not NaN
+    assert math.isfinite(results["train_loss"])
     assert results["dropped_examples"] > 0  # the negatives, excluded from SFT
     assert "Supervised fine-tuning on satisfactory responses" in (out / "README.md").read_text()
     assert (out / "model.safetensors").is_file()
@@ -98,7 +99,7 @@ def test_train_dpo_with_lora_writes_the_standard_outputs(tmp_path, tiny_model_di
            "--per_device_train_batch_size", "2", "--max_length", "128", "--report_to", "none", "--save_strategy",
            "no", "--use_cpu", "true", "--use_peft", "--lora_r", "4", "--lora_target_modules", "gate_proj", "up_proj")
     results = json.loads((out / "train_results.json").read_text())
-    assert results["train_loss"] == pytest.approx(results["train_loss"]) and results["train_examples"] == 3
+    assert math.isfinite(results["train_loss"]) and results["train_examples"] == 3
     card = (out / "README.md").read_text()
     assert "DPO from scores" in card and "library_name: peft" in card
     assert (out / "adapter_model.safetensors").is_file()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
 
-import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -25,7 +25,7 @@ def test_train_with_yaml_and_flags_writes_a_standard_output_dir(tmp_path, tiny_m
            "--output_dir", out, "--max_steps", "2", "--use_peft", "--lora_r", "4",
            "--lora_target_modules", "gate_proj", "up_proj", "down_proj")
     results = json.loads((out / "train_results.json").read_text())
-    assert results["train_loss"] == pytest.approx(results["train_loss"])  # finite, not NaN
+    assert math.isfinite(results["train_loss"])
     assert results["dropped_examples"] > 0  # iter2 has 3 judge errors and downsampled positives
     assert (out / "adapter_model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     card = (out / "README.md").read_text()

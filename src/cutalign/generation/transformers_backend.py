@@ -16,8 +16,6 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
     GenerationConfig,
     LogitsProcessor,
     LogitsProcessorList,
@@ -41,22 +39,9 @@ def looks_like_local_path(name: str) -> bool:
 
 def load_for_inference(path: str, dtype: str | None = None, device: str | None = None) -> tuple[Any, Any]:
     """A model dir or hub id, or a LoRA adapter dir (loaded on its base model), plus its tokenizer."""
-    if looks_like_local_path(str(path)) and not Path(path).expanduser().exists():
-        raise ValueError(f"model folder {path} does not exist")
-    kwargs: dict[str, Any] = {"use_safetensors": True, "trust_remote_code": False}
-    if dtype and dtype != "auto":
-        kwargs["dtype"] = getattr(torch, dtype)
-    if (Path(path) / "adapter_config.json").is_file():
-        from peft import AutoPeftModelForCausalLM
+    from cutalign.models import load_model
 
-        model = AutoPeftModelForCausalLM.from_pretrained(path, **kwargs)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return model.to(device).eval(), tokenizer
+    return load_model(path, dtype=dtype or "auto", device=device or "auto")
 
 
 class TransformersGenerator:

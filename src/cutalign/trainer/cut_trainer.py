@@ -8,12 +8,15 @@ so no compute is spent on all-pad halves as in the official layout.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import datasets
 import torch
 from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from cutalign.data.io import JudgedData
 from cutalign.data.report import DropReport
 from cutalign.data.sampling import downsample_positives
 from cutalign.losses import CUTAblations, cut_loss
@@ -33,7 +36,17 @@ class CUTTrainer(JudgmentTrainer):
 
     method_name = "cut"
 
-    def __init__(self, model: Any, args: CUTConfig | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: str | PreTrainedModel | nn.Module,
+        args: CUTConfig | None = None,
+        train_dataset: datasets.Dataset | Sequence[dict] | JudgedData | None = None,
+        eval_dataset: datasets.Dataset | Sequence[dict] | JudgedData | dict | None = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        peft_config: Any | None = None,
+        callbacks: list | None = None,
+        optimizers: tuple = (None, None),
+    ) -> None:
         if args is None:
             args = CUTConfig(output_dir="cut-output")
         if not isinstance(args, CUTConfig):
@@ -54,7 +67,9 @@ class CUTTrainer(JudgmentTrainer):
         # Paper mode is a mean over examples (exact under accumulation); official mode keeps the
         # official code's mean of micro-batch means.
         self.per_example_loss = args.mode == "paper"
-        super().__init__(model, args, **kwargs)
+        super().__init__(model, args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                         processing_class=processing_class, peft_config=peft_config, callbacks=callbacks,
+                         optimizers=optimizers)
 
     def select_examples(self, views: datasets.Dataset, args: CUTConfig, dropped: DropReport) -> datasets.Dataset:
         kept, downsampled = downsample_positives(views, positive_ratio=args.positive_ratio, seed=args.seed)
