@@ -135,3 +135,20 @@ def test_every_config_key_is_a_flag():
     output = CliRunner().invoke(app, ["online", "--help"], terminal_width=200, env={"COLUMNS": "200"}).output
     missing = [name for name in FIELDS if f"--{name}" not in output]
     assert not missing
+
+
+def test_eval_hook_command_and_callable(tmp_path):
+    import sys
+
+    from cutalign.online.stages import run_eval_hook
+
+    writes, prints, fails = tmp_path / "writes.py", tmp_path / "prints.py", tmp_path / "fails.py"
+    writes.write_text("import json, sys\njson.dump({'accuracy': 0.5, 'name': 'x'}, open(sys.argv[1], 'w'))\n")
+    prints.write_text("import sys\nprint('model', sys.argv[1])\nprint('{\"accuracy\": 0.25}')\n")
+    fails.write_text("import sys\nsys.exit(3)\n")
+    assert run_eval_hook(f"{sys.executable} {writes} {{output}}", tmp_path / "m", 1, tmp_path) == {"accuracy": 0.5}
+    assert run_eval_hook(f"{sys.executable} {prints} {{model}}", tmp_path / "m", 1, tmp_path) == {"accuracy": 0.25}
+    with pytest.raises(RuntimeError, match="exit 3"):
+        run_eval_hook(f"{sys.executable} {fails}", tmp_path / "m", 1, tmp_path)
+    with pytest.raises(ValueError, match="cannot import"):
+        run_eval_hook("no_such_module_xyz:evaluate", tmp_path / "m", 1, tmp_path)

@@ -84,8 +84,9 @@ class OnlineConfig:
     # -- evaluation and housekeeping
     eval: str | None = field(default=None, metadata={
         "help": "Evaluation hook after each merge: a Python callable 'module:function' (called with the model "
-                "path, returns a dict of metrics) or a shell command with {model}, {iteration} and {output} "
-                "placeholders that writes a JSON object of metrics to {output} (or prints one as its last line)."})
+                "path, returns a dict of metrics) or a shell command with {model}, {iteration}, {dir} (the iteration's "
+                "folder) and {output} placeholders that writes a JSON object of metrics to {output} (or prints "
+                "one as its last line)."})
     eval_metric: str = field(default="accuracy", metadata={"help": "The eval metric shown in the table and plot."})
     keep_models: str = field(default="all", metadata={
         "help": "'all' keeps every iteration's merged model; 'last' deletes older ones once the next is done."})

@@ -237,6 +237,10 @@ class _Iteration:
             self.counts["trained_on"] = 0
             return "skipped", {"reason": "no judged row to train on"}
         config = self.config
+        if not any(not r["label"] for r in rows) and _downsamples(config):
+            self.counts["trained_on"] = 0
+            return "skipped", {"reason": "every judged response is satisfactory and Align-P downsampling keeps "
+                                         "int(positive_ratio x 0 negatives) = 0 positives"}
         peft = ({"r": config.lora_r, "alpha": config.lora_alpha, "dropout": config.lora_dropout,
                  "target_modules": config.lora_target_modules} if config.use_peft else None)
         settings = {"seed": self.manifest.data["seeds"]["train"], "template": config.template,
@@ -252,12 +256,9 @@ class _Iteration:
     def merge(self) -> tuple[str, dict[str, Any]]:
         if self.manifest.data["stages"]["train"]["status"] == "skipped":
             return "skipped", {"reason": "nothing was trained"}
-        train_dir, target, tmp = self.dir / "train", self.dir / "merged", self.dir / ".merged.tmp"
+        train_dir, target = self.dir / "train", self.dir / "merged"
         stages.remove_checkpoints(train_dir)
-        shutil.rmtree(tmp, ignore_errors=True)
-        stages.merge_policy(train_dir, tmp, self.config.merge_dtype)
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
+        stages.merge_policy(train_dir, target, self.config.merge_dtype)
         return "done", {"model": _stored(target, self.dir.parent)}
 
     def eval(self) -> tuple[str, dict[str, Any]]:
@@ -271,6 +272,20 @@ class _Iteration:
             status = "done"
         atomic_write_json(self.dir / "metrics.json", metrics)
         return status, {}
+
+
+def _downsamples(config: OnlineConfig) -> bool:
+    """Whether the method's Align-P downsampling is on (a ratio >= 0): then no negatives means no data."""
+    import dataclasses
+
+    from cutalign.api import method_classes
+
+    if "positive_ratio" in config.train:
+        ratio = config.train["positive_ratio"]
+    else:
+        fields = {f.name: f for f in dataclasses.fields(method_classes(config.method)[0])}
+        ratio = fields["positive_ratio"].default if "positive_ratio" in fields else None
+    return ratio is not None and ratio >= 0
 
 
 def _add_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:

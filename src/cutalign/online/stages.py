@@ -5,6 +5,8 @@ function.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 import subprocess
@@ -95,31 +97,29 @@ class TrainOutcome:
 def train_policy(method: str, rows: list[dict[str, Any]], *, model: Any, output_dir: Path,
                  settings: dict[str, Any], peft: dict[str, Any] | None, save_steps: int | None = None,
                  progress: bool = True) -> TrainOutcome:
-    """Train `method` on canonical rows; resumes from the newest complete checkpoint in `output_dir`."""
-    from cutalign.trainer import METHODS
+    """Train `method` on canonical rows (`cutalign.api.train`); resumes from the newest complete
+    checkpoint in `output_dir`, and starts over when there is none."""
+    from cutalign.api import train
+    from cutalign.lab.training import LossBar
 
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    config_cls, trainer_cls = METHODS[method].load()
-    checkpoint = newest_complete_checkpoint(output_dir)
-    config = config_cls(**{
-        "logging_steps": 1, "report_to": [], **settings, "output_dir": str(output_dir),
-        "save_strategy": "steps" if save_steps else "no", "save_steps": save_steps or 500,
-        "disable_tqdm": not progress})
+    config = {"logging_steps": 1, "report_to": [], **settings, "output_dir": str(output_dir),
+              "save_strategy": "steps" if save_steps else "no", "save_steps": save_steps or 500,
+              "resume_from_checkpoint": "auto", "overwrite_output_dir": True, "disable_tqdm": True}
     peft_config = None
     if peft is not None:
         from peft import LoraConfig
 
         targets = peft.get("target_modules")
-        if targets == ["all-linear"]:
-            targets = "all-linear"
         peft_config = LoraConfig(task_type="CAUSAL_LM", r=peft["r"], lora_alpha=peft["alpha"],
-                                 lora_dropout=peft["dropout"], target_modules=targets)
-    model_arg, tokenizer = (model if isinstance(model, tuple) else (str(model), None))
-    trainer = trainer_cls(model_arg, config, train_dataset=rows, processing_class=tokenizer,
-                          peft_config=peft_config)
-    trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model(str(output_dir))
+                                 lora_dropout=peft["dropout"],
+                                 target_modules="all-linear" if targets == ["all-linear"] else targets)
+    model_arg, tokenizer = model if isinstance(model, tuple) else (str(model), None)
+    callbacks = [LossBar(f"training ({method})")] if progress else None
+    # The Trainer prints every log dict on stdout (PrinterCallback); the loop reports the metrics itself.
+    with contextlib.redirect_stdout(io.StringIO()):
+        result = train(method, rows, model=model_arg, config=config, peft_config=peft_config, tokenizer=tokenizer,
+                       callbacks=callbacks)
+    trainer = result.trainer
     history = [h for h in trainer.state.log_history if "loss" in h]
     losses = [h["loss"] for h in history]
     fractions = [h["unlikely_fraction"] for h in history if "unlikely_fraction" in h]
@@ -130,22 +130,6 @@ def train_policy(method: str, rows: list[dict[str, Any]], *, model: Any, output_
     return TrainOutcome(len(trainer.train_dataset), trainer.drop_report.as_dict(), metrics, history)
 
 
-def newest_complete_checkpoint(output_dir: Path) -> str | None:
-    """The newest `checkpoint-N` whose trainer state (written last) is intact; newer partial ones are removed."""
-    if not output_dir.is_dir():
-        return None
-    checkpoints = sorted((p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-                         key=lambda p: int(p.name.split("-")[-1]), reverse=True)
-    for path in checkpoints:
-        try:
-            json.loads((path / "trainer_state.json").read_text())
-        except (OSError, ValueError):
-            shutil.rmtree(path)  # cut by a crash while it was being written
-            continue
-        return str(path)
-    return None
-
-
 def remove_checkpoints(output_dir: Path) -> None:
     for path in output_dir.glob("checkpoint-*"):
         shutil.rmtree(path, ignore_errors=True)
@@ -153,23 +137,18 @@ def remove_checkpoints(output_dir: Path) -> None:
 
 # --------------------------------------------------------------------------------------- merge
 def merge_policy(train_dir: Path, output_dir: Path, dtype: str) -> None:
-    """Write the next policy to `output_dir` as a full safetensors model: merged adapter, or the full model."""
-    import torch
-    from transformers import AutoTokenizer
-
+    """The next policy as a full safetensors model in `output_dir`, put in place by a rename: the merged
+    adapter (`cutalign.models.merge_adapter`), or the fully fine-tuned model as trained."""
     if (train_dir / "adapter_config.json").is_file():
-        from peft import AutoPeftModelForCausalLM
+        from cutalign.models import merge_adapter
 
-        model = AutoPeftModelForCausalLM.from_pretrained(str(train_dir), dtype=getattr(torch, dtype),
-                                                         use_safetensors=True, trust_remote_code=False)
-        model = model.merge_and_unload()
-    else:
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(str(train_dir), dtype=getattr(torch, dtype),
-                                                     use_safetensors=True, trust_remote_code=False)
-    model.save_pretrained(str(output_dir), safe_serialization=True)
-    AutoTokenizer.from_pretrained(str(train_dir)).save_pretrained(str(output_dir))
+        merge_adapter(train_dir, output_dir, dtype)
+        return
+    staging = output_dir.parent / f".{output_dir.name}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(train_dir, staging, ignore=shutil.ignore_patterns("checkpoint-*"))
+    shutil.rmtree(output_dir, ignore_errors=True)
+    staging.rename(output_dir)
 
 
 # ---------------------------------------------------------------------------------- evaluation
@@ -180,7 +159,7 @@ def run_eval_hook(hook: str, model_path: Path, iteration: int, workdir: Path) ->
         return _metrics_from(result, hook)
     output = workdir / "eval_output.json"
     output.unlink(missing_ok=True)
-    command = hook.format(model=model_path, iteration=iteration, output=output)
+    command = hook.format(model=model_path, iteration=iteration, output=output, dir=workdir)
     done = subprocess.run(command, shell=True, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
