@@ -148,9 +148,7 @@ def test_judged_rows_load_as_canonical_data_and_failures_are_dropped_as_judge_er
     source.write_text("".join(json.dumps({"id": f"x{i}", "prompt": "q", "completion": f"c{i}"}) + "\n" for i in range(3)))
     judge_file(source, tmp_path / "bad.jsonl", PythonJudge.from_spec(f"python:{judge_file_path}:broken"))
     judge_file(source, tmp_path / "good.jsonl", PythonJudge.from_spec(f"python:{judge_file_path}:judge"))
-    from cutalign.judges.training import _dataset_and_report
-
-    good, _ = _dataset_and_report(load_judged(tmp_path / "good.jsonl"))
+    good = load_judged(tmp_path / "good.jsonl").dataset
     assert len(good) == 3 and good["label"] == [False] * 3
-    failed, report = _dataset_and_report(load_judged(tmp_path / "bad.jsonl"))
-    assert len(failed) == 0 and report.as_dict() == {"judge_error": 3}
+    failed = load_judged(tmp_path / "bad.jsonl")
+    assert len(failed) == 0 and failed.report.as_dict() == {"judge_error": 3}

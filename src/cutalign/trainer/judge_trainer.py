@@ -16,6 +16,7 @@ from typing import Any
 import datasets
 from transformers import PreTrainedTokenizerBase
 
+from cutalign.data.io import unwrap_judged
 from cutalign.judges.prompts import AIJudgeTemplate, ai_judge_target
 from cutalign.trainer.config import JudgmentTrainingConfig
 from cutalign.trainer.mle_trainer import MLETrainer
@@ -41,6 +42,7 @@ class JudgeTrainer(MLETrainer):
             raise ValueError("the judge is trained in the paper's AI-judge format; use template='alpaca' "
                              "(conversational prompts are flattened into the instruction)")
         self.template: Any = AIJudgeTemplate()
+        dataset = unwrap_judged(dataset, self.drop_report if name == "train" else self.eval_drop_report)
         if not isinstance(dataset, datasets.Dataset):
             dataset = datasets.Dataset.from_list(list(dataset))
         if "completion_ids" not in dataset.column_names:
