@@ -103,7 +103,7 @@ def post(server, path, body, headers=None):
          "messages"),  # the tiny model uses the Alpaca template: no system turn
         ("/chat/completions", {"model": "tiny", "messages": CHAT, "logprobs": True}, 400, "logprobs"),
         ("/completions", {"model": "tiny", "prompt": "x", "echo": True}, 400, "echo"),
-        ("/completions", {"model": "tiny", "prompt": [1, 2, 3]}, 400, "prompt.str"),
+        ("/completions", {"model": "tiny", "prompt": [1, 2, 3]}, 400, "prompt"),
     ],
 )
 def test_client_mistakes_get_4xx_with_an_openai_error_body(served_tiny_model, path, body, status, param):

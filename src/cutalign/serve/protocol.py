@@ -122,7 +122,9 @@ def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
         request = model.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
+        # pydantic names union members in the location ("prompt.list[str].0"); OpenAI names the field.
+        param = ".".join(str(p) for p in first["loc"] if not (isinstance(p, str) and (
+            "[" in p or p in ("str", "int", "float", "bool")))) or None
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "missing":
             message = f"missing required parameter '{param}'"
