@@ -88,6 +88,11 @@ def test_bad_input_and_options_exit_2_with_a_located_message(runner, tmp_path):
         assert result.exit_code == 2 and message in result.output, result.output
     result = _invoke(runner, "judge", source, "-o", source, "--judge", "demo")
     assert result.exit_code == 2 and "is the input file" in result.output
+    result = _invoke(runner, "train-judge", "--model", "m", "--data", source)
+    assert result.exit_code == 2 and "--output_dir is required" in result.output
+    result = _invoke(runner, "train-judge", "--model", "m", "--data", source, "--output_dir", tmp_path / "j",
+                     "--eval_fractoin", "0.2")
+    assert result.exit_code == 2 and "eval_fraction" in result.output, result.output
 
 
 def test_a_failing_judge_stops_with_exit_1_and_the_summary(runner, tmp_path):

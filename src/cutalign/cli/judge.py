@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -131,9 +130,9 @@ _CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True, "help_opti
 @app.command("train-judge", context_settings=_CONTEXT, add_help_option=False)
 def train_judge_command(ctx: typer.Context) -> None:
     """Fine-tune an AI judge (judgment + Yes./No.) on judged data; `--help` lists every flag."""
-    from trl import ModelConfig, TrlParser, get_peft_config
+    from trl import ModelConfig, TrlParser
 
-    from cutalign.cli.train import _normalise_argv
+    from cutalign.cli.train import _check_names, _init_kwargs, _normalise_argv, _peft_config, _read_yaml
     from cutalign.trainer.config import MLEConfig
 
     argv = _normalise_argv(list(ctx.args))
@@ -141,40 +140,50 @@ def train_judge_command(ctx: typer.Context) -> None:
     if "--help" in argv or "-h" in argv:
         parser.print_help()
         raise typer.Exit(0)
+    yaml_config = _read_yaml(argv)
+    _check_names(parser, argv, yaml_config)
+    if "--output_dir" not in argv and not yaml_config.get("output_dir"):
+        _fail("--output_dir is required (where the judge model and judge_eval.json go)")
     try:
         run_args, config, model_args = parser.parse_args_and_config(argv)
-    except (ValueError, SystemExit) as err:
-        if isinstance(err, SystemExit) and not err.code:
-            raise
+    except ValueError as err:
         _fail(str(err))
+    except SystemExit as err:  # argparse already printed what is wrong
+        if err.code:
+            raise typer.Exit(BAD_INPUT) from None
+        raise
     if not model_args.model_name_or_path or not run_args.data:
         _fail("train-judge needs --model and --data")
     if run_args.method != "judge":
         _fail(f"train-judge trains method 'judge', not {run_args.method!r}; use `cutalign train` for that")
     from cutalign.data.schema import DataError
-    from cutalign.judges.training import EVAL_FILE, train_judge
+    from cutalign.judges.training import train_judge
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    init_kwargs = dict(config.model_init_kwargs or {})
-    init_kwargs.setdefault("dtype", model_args.dtype)
-    config.model_init_kwargs = init_kwargs
     try:
+        config.model_init_kwargs = _init_kwargs(config.model_init_kwargs, model_args)
         report = train_judge(run_args.data[0] if len(run_args.data) == 1 else run_args.data,
                              model=model_args.model_name_or_path, config=config,
-                             peft_config=get_peft_config(model_args), data_format=run_args.data_format,
+                             peft_config=_peft_config(model_args), data_format=run_args.data_format,
                              eval_fraction=run_args.eval_fraction, eval_max_new_tokens=run_args.judge_max_new_tokens,
-                             eval_batch_size=run_args.judge_batch_size)
-    except (DataError, ValueError) as err:
+                             eval_batch_size=run_args.judge_batch_size,
+                             run_config={"run": asdict(run_args), "model": asdict(model_args)})
+    except (DataError, ValueError, TypeError, OSError) as err:
         _fail(str(err))
-    typer.echo(f"judge written to {report['output_dir']} (train_loss {report['train'].get('train_loss', float('nan')):.4f}, "
-               f"{report['train']['train_examples']} examples)", err=True)
+    _print_train_report(report)
+
+
+def _print_train_report(report: dict[str, Any]) -> None:
+    from cutalign.judges.training import EVAL_FILE
+
+    train = report["train"]
+    typer.echo(f"judge written to {report['output_dir']} (train_loss {train.get('train_loss', float('nan')):.4f}, "
+               f"{train['train_examples']} examples, {train['dropped_examples']} dropped)", err=True)
     evaluation = report["eval"]
     if evaluation is not None:
         failed = sum(evaluation["failed"].values())
         typer.echo(f"held-out agreement: {evaluation['agreeing']}/{evaluation['examples']} = "
                    f"{evaluation['agreement']:.3f} (always the majority label: {evaluation['majority_baseline']:.3f}; "
-                   f"{failed} verdicts unreadable); see "
-                   f"{Path(report['output_dir']) / EVAL_FILE}", err=True)
+                   f"{failed} verdicts unreadable); see {Path(report['output_dir']) / EVAL_FILE}", err=True)
 
 
 def _fail(message: str) -> NoReturn:

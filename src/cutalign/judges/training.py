@@ -71,36 +71,28 @@ def judge_agreement(judge: Judge, examples: Sequence[dict[str, Any]] | datasets.
     }
 
 
-def _dataset_and_report(loaded: Any) -> tuple[datasets.Dataset, Any]:
-    """`load_judged`'s result as (dataset, drop report), whether a `JudgedData` or the older tuple."""
-    return (loaded.dataset, loaded.report) if hasattr(loaded, "dataset") else tuple(loaded)
-
-
 def train_judge(data: str | Path | Sequence[str | Path], *, model: str, config: Any, peft_config: Any = None,
                 data_format: str = "canonical", rule: PolarityRule | None = None, eval_fraction: float = 0.1,
-                eval_max_new_tokens: int = 256, eval_batch_size: int = 8) -> dict[str, Any]:
+                eval_max_new_tokens: int = 256, eval_batch_size: int = 8,
+                run_config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train a judge into `config.output_dir` and write `judge_eval.json`; returns the report.
 
-    `config` is an `MLEConfig`; the output is a model (or LoRA adapter) dir that
+    Training is `cutalign.train("judge", ...)` (method `judge`: `JudgeTrainer`) on the training split;
+    `config` is an `MLEConfig`; `run_config` is saved beside the model; the output is a model (or LoRA adapter) dir that
     `HFJudge.from_pretrained` / `cutalign judge --judge hf --model DIR` loads.
     """
+    from cutalign.api import train
+    from cutalign.data.io import JudgedData
     from cutalign.generation.base import SamplingParams
     from cutalign.judges.hf_judge import HFJudge
-    from cutalign.trainer.judge_trainer import JudgeTrainer
 
     rule = rule or PolarityRule(score_threshold=config.score_threshold, positive_pattern=config.positive_pattern)
-    dataset, load_report = _dataset_and_report(load_judged(data, data_format, rule=rule))
-    train, heldout = split_heldout(dataset, eval_fraction, config.seed)
-    trainer = JudgeTrainer(model=model, args=config, train_dataset=train, peft_config=peft_config)
-    trainer.drop_report.merge(load_report)
-    result = trainer.train()
-    output_dir = Path(config.output_dir)
-    trainer.save_model(str(output_dir))
-    metrics = {**result.metrics, "train_examples": len(trainer.train_dataset),
-               "dropped_examples": trainer.drop_report.total}
-    trainer.save_metrics("train", metrics)
-    trainer.save_state()
-    trainer.create_model_card()
+    loaded = load_judged(data, data_format, rule=rule)
+    train_split, heldout = split_heldout(loaded.dataset, eval_fraction, config.seed)
+    # The training split keeps the loading drops, so the model card counts them.
+    result = train("judge", JudgedData(train_split, loaded.report), model=model, config=config,
+                   peft_config=peft_config, run_config={**(run_config or {}), "eval_fraction": eval_fraction})
+    trainer, metrics, output_dir = result.trainer, result.metrics, result.output_dir
     report: dict[str, Any] = {"output_dir": str(output_dir), "train": metrics,
                               "dropped": trainer.drop_report.as_dict(), "eval": None}
     if heldout is not None and trainer.is_world_process_zero():
