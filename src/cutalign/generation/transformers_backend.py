@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,16 +28,9 @@ from cutalign.data.views import encode_prompt
 from cutalign.generation.base import GenerationResult, OnText, Prompt, SamplingParams
 
 
-def looks_like_local_path(name: str) -> bool:
-    """A name the user meant as a folder: ``./x``, ``/x``, ``~/x``, ``a/b/c``, or ``runs/x`` where ``runs/``
-    is a local folder (otherwise ``owner/name`` is a hub id)."""
-    parent = Path(name).parent
-    return (name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).exists()
-            or (str(parent) != "." and parent.is_dir()))
-
-
 def load_for_inference(path: str, dtype: str | None = None, device: str | None = None) -> tuple[Any, Any]:
-    """A model dir or hub id, or a LoRA adapter dir (loaded on its base model), plus its tokenizer."""
+    """A model dir or hub id, or a LoRA adapter dir (loaded on its base model), plus its tokenizer, on
+    CUDA when available (through the one loader, `cutalign.models.load_model`)."""
     from cutalign.models import load_model
 
     return load_model(path, dtype=dtype or "auto", device=device or "auto")
