@@ -57,7 +57,9 @@ class ServedModel:
         return Path(self._log.name).read_text(errors="replace")
 
     def start(self) -> ServedModel:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # One compute thread: the server and the test process share a few cores, and two spinning
+        # OpenMP pools on two busy cores make a tiny model's generation many times slower.
+        env = {"OMP_NUM_THREADS": "1", **os.environ, "PYTHONUNBUFFERED": "1"}
         if self.api_key is not None:
             env[KEY_ENV] = self.api_key
             os.environ[KEY_ENV] = self.api_key  # clients in this process read it by name
