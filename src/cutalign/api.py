@@ -13,12 +13,14 @@ import dataclasses
 import json
 import logging
 import shutil
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from transformers import TrainerCallback
 
 from cutalign.trainer.config import without_secrets
 
@@ -70,6 +72,7 @@ def train(
     callbacks: list | None = None,
     run_config: Mapping[str, Any] | None = None,
     on_start: Callable[[Any], None] | None = None,
+    progress: bool = False,
 ) -> TrainResult:
     """Train ``model`` (path, hub id or loaded model) with ``method`` on ``data`` and save the run.
 
@@ -101,6 +104,7 @@ def train(
         _remove_checkpoints(output_dir)
     trainer = trainer_cls(model=model, args=config, train_dataset=train_data, eval_dataset=eval_loaded,
                           processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+    quiet(trainer, progress=progress and not config.disable_tqdm)
     if on_start is not None:
         on_start(trainer)
     output = trainer.train(resume_from_checkpoint=checkpoint)
@@ -146,6 +150,49 @@ def no_usable_message(report: Any, stage: str = "") -> str:
     detail = ", ".join(f"{reason} {n}" for reason, n in counts.items())
     where = f" after {stage}" if stage else ""
     return f"no usable examples in {sources}{where}" + (f" (dropped: {detail})" if detail else " (it is empty)")
+
+
+# ---------------------------------------------------------------------------------------- progress
+BAR_METRICS = ("loss", "l1", "l2", "unlikely_fraction", "learning_rate")
+
+
+def quiet(trainer: Any, *, progress: bool) -> None:
+    """Remove the Trainer's printing (a raw dict per log on stdout); optionally one clean bar instead."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if progress:
+        trainer.add_callback(MetricsBar())
+
+
+class MetricsBar(TrainerCallback):
+    """A tqdm bar on stderr over optimizer steps, its postfix the latest key metrics."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.is_world_process_zero:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="training", unit="step",
+                            file=sys.stderr, dynamic_ncols=True)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+        if self.bar is not None and logs:
+            shown = {k: f"{v:.4g}" for k, v in logs.items() if k in BAR_METRICS and isinstance(v, int | float)}
+            if shown:
+                self.bar.set_postfix(shown, refresh=False)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 # ---------------------------------------------------------------------------------------- output dir

@@ -52,7 +52,10 @@ def check_model_exists(name: str, *, revision: str | None = None, token: str | b
         HfApi().model_info(name, revision=revision, token=token, timeout=5)
     except RepositoryNotFoundError as err:
         raise ModelNotFoundError(f"model {name} is not a local folder nor a hub model") from err
-    except (HfHubHTTPError, OSError) as err:
+    except Exception as err:  # HTTP errors, or the hub client's transport errors (its HTTP library's classes)
+        transport = type(err).__module__.startswith(("httpx", "httpcore", "requests", "urllib3"))
+        if not (transport or isinstance(err, HfHubHTTPError | OSError | ValueError)):
+            raise
         raise ModelNotFoundError(f"model {name} is not a local folder, not in the hub cache, and the hub "
                                  f"cannot be reached ({type(err).__name__})") from err
 

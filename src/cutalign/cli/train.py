@@ -100,7 +100,7 @@ def _run(method: str, run_args: RunArguments, config: Any, model_args: Any) -> N
             peft_config=peft_config, eval_data=_one_or_many(run_args.eval_data) if run_args.eval_data else None,
             data_format=run_args.data_format, extra_fields=run_args.extra_fields,
             run_config={"run": asdict(run_args), "model": asdict(model_args)},
-            on_start=lambda trainer: _print_data_summary(console, trainer),
+            on_start=lambda trainer: _print_data_summary(console, trainer), progress=True,
         )
     except (DataError, ValueError, TypeError, OSError) as err:
         _fail(str(err))

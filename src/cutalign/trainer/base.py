@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -41,6 +43,7 @@ from cutalign.trainer.model_card import write_model_card
 logger = logging.getLogger(__name__)
 
 RUN_STATE_NAME = "cutalign_state.json"  # in each checkpoint: the loss sum of the run so far
+KILL_AT_SAVE_ENV = "CUTALIGN_FAULT_KILL_AT_SAVE"  # tests: SIGKILL while checkpoint-N is being written
 ContextLogps = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -274,6 +277,13 @@ class JudgmentTrainer(Trainer):
                 "loss_sum": (self._resumed_loss_sum or 0.0) + self._total_loss_scalar + pending,
             })
         super()._save_checkpoint(model, trial)
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        super()._save_rng_state(output_dir)
+        # Fault injection for the crash-safety tests: die like a SIGKILL after the weights and optimizer
+        # of checkpoint-N are written but before its trainer_state.json.
+        if os.environ.get(KILL_AT_SAVE_ENV) == str(self.state.global_step):
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model)
