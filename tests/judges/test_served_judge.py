@@ -51,7 +51,7 @@ def test_server_killed_mid_run_and_restarted_the_run_finishes_with_every_id_once
     n = 24
     judge = OpenAIJudge(served_tiny_model.model, base_url=served_tiny_model.base_url,
                         api_key_env=served_tiny_model.api_key_env, concurrency=2, max_tokens=8, timeout=30, prompt=FOLDED,
-                        max_retries=12, backoff=0.25, max_backoff=4.0)
+                        max_retries=30, backoff=0.25, max_backoff=4.0)
     out = tmp_path / "out.jsonl"
     pid_before = served_tiny_model.process.pid
     restarted = threading.Event()
@@ -68,10 +68,16 @@ def test_server_killed_mid_run_and_restarted_the_run_finishes_with_every_id_once
         done += count
         crash_after_first_rows(done)
 
+    source = _source(tmp_path, n)
     try:
-        summary = judge_file(_source(tmp_path, n), out, judge, batch_size=2, progress=progress)
+        summary = judge_file(source, out, judge, batch_size=2, progress=progress)
+        assert restarted.is_set() and served_tiny_model.process.pid != pid_before  # it really was killed
+        _check_complete(out, n)  # every id once, even if the restart outlasted the retries...
+        assert summary.judged + summary.unparseable + summary.errors["connection"] == n
+        assert set(summary.errors) <= {"connection"}
+        rerun = judge_file(source, out, judge, batch_size=2)  # ... whose rows the rerun then judges
     finally:
         judge.close()
-    assert restarted.is_set() and served_tiny_model.process.pid != pid_before  # it really was killed
     _check_complete(out, n)
-    assert summary.judged + summary.unparseable == n and not summary.errors
+    assert rerun.redone == summary.errors["connection"] and rerun.judged + rerun.unparseable == rerun.redone
+    assert not rerun.errors
