@@ -2,10 +2,10 @@
 
 The prompt pool is every question the world can ask (all wordings, all subjects); the judge is
 the world's programmatic judge (exact, free, instant); the evaluation is greedy fact accuracy on
-one question per fact. A random tiny model answers nothing right, and CUT (like any method that
-learns from its own judged samples) needs some right answers to reinforce, so the starting policy
-is the tiny model after a short SFT on part of the bundled sample: it knows some facts, confuses
-others, and the loop has something to correct -- as the paper starts from a chat model.
+one question per fact. The starting policy is the lab's pretrained tiny base (the one `cutalign demo`
+starts from, cached): it answers fluently, knows most facts, and for a quarter of them holds a
+misconception (its corpus mostly stated one fixed wrong value) -- the errors the loop must find
+through its own judged samples, as the paper's loop starts from a chat model.
 """
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from cutalign.data.templates import ALPACA_PLAIN
-from cutalign.demo.sample import load_sample, sample_world
+from cutalign.demo.sample import sample_world
 from cutalign.lab import world as fact_world
 
-# Warm start of the built-in policy (chosen so the base model knows some facts, not all).
-BASE_SEED = 0
-BASE_EPOCHS = 12
-BASE_EXAMPLES = 480
-BASE_METHOD = 'cut'
-BASE_LEARNING_RATE = 3e-3
+
+def base_spec() -> Any:
+    """The lab base of `cutalign demo` (the demo world, a quarter of its facts misconceived; cached)."""
+    from cutalign.lab.base import BaseSpec, Regime
+
+    return BaseSpec(n_entities=12, world_seed=0, regime=Regime("misconception", misconception_fraction=0.25),
+                    block_size=64, epochs=12.0)
 
 
 def prompt_pool() -> list[dict[str, Any]]:
@@ -37,16 +38,14 @@ def prompt_pool() -> list[dict[str, Any]]:
     return rows
 
 
-def build_base_model(output_dir: Path, train_fn: Any) -> None:
-    """The built-in starting policy: the lab's tiny model after a short seeded SFT, saved to `output_dir`."""
-    from cutalign.lab.models import demo_model_and_tokenizer
+def build_base_model(output_dir: Path, progress: bool = False) -> None:
+    """The built-in starting policy: the lab's pretrained tiny base (built once, cached), copied to `output_dir`."""
+    import shutil
 
-    model, tokenizer = demo_model_and_tokenizer(seed=BASE_SEED)
-    examples = load_sample()[:BASE_EXAMPLES]
-    settings = {"num_train_epochs": BASE_EPOCHS, "learning_rate": BASE_LEARNING_RATE,
-                "per_device_train_batch_size": 16, "max_length": 128, "warmup_steps": 0,
-                "lr_scheduler_type": "constant", "seed": BASE_SEED, "positive_ratio": None}
-    train_fn(BASE_METHOD, examples, model=(model, tokenizer), output_dir=output_dir, settings=settings, peft=None)
+    from cutalign.lab.base import build_base
+
+    cached, _ = build_base(base_spec(), progress=progress)
+    shutil.copytree(cached, output_dir)
 
 
 def evaluate(model_path: str) -> dict[str, float]:

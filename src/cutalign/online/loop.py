@@ -87,8 +87,7 @@ def _base_model(run: Manifest, config: OnlineConfig, run_dir: Path, progress: bo
     started = run.start_stage("base")
     tmp = run_dir / ".base.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    build_base_model(tmp, lambda *a, **kw: stages.train_policy(*a, **kw, progress=progress))
-    stages.remove_checkpoints(tmp)
+    build_base_model(tmp, progress=progress)
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     run.finish_stage("base", time.perf_counter() - started, model=_stored(target, run_dir))
