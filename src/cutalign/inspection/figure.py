@@ -53,19 +53,21 @@ def _panel(ax, report: TokenReport) -> None:
     ax.bar([x - 0.2 for x in xs], judged, width=0.4, color="#c62828", label="p(t | x, j-)  real judgment")
     other = "fake positive judgment" if report.misalign_mode == "fake_positive" else "instruction only"
     ax.bar([x + 0.2 for x in xs], misaligned, width=0.4, color="#1565c0", label=f"p(t | misaligned)  {other}")
-    top = max([*judged, *misaligned, 0.05])
+    top = max([*judged, *misaligned, 1e-12])
     for x, t in zip(xs, tokens, strict=True):
         if t.unlikely:
             ax.text(x, top * (1.5 if top < 0.05 else 1.04), "*", ha="center", va="bottom", color="#b71c1c", fontsize=14, fontweight="bold")
     if top < 0.05:  # an untrained or unsure model: linear bars would be invisible
         ax.set_yscale("log")
-        ax.set_ylim(min(v for v in [*judged, *misaligned] if v > 0) / 2, top * 4)
+        ax.set_ylim(min((v for v in [*judged, *misaligned] if v > 0), default=top / 10) / 2, top * 4)
+        ax.set_ylabel("probability (log scale)")
     else:
         ax.set_ylim(0, top * 1.22)
     ax.set_xlim(-0.6, len(tokens) - 0.4)
     ax.set_xticks(list(xs))
     ax.set_xticklabels([_label(t.text) for t in tokens], rotation=60, ha="right", fontsize=8, family="monospace")
-    ax.set_ylabel("probability")
+    if top >= 0.05:
+        ax.set_ylabel("probability")
     judgment = textwrap.shorten(report.judgment or "", 110)
     ax.set_title(f"{report.id + ': ' if report.id else ''}j- = \"{judgment}\"   (* = in U, lambda = "
                  f"{report.threshold})", fontsize=9, loc="left")
