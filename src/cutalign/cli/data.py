@@ -119,7 +119,9 @@ def convert_command(
     try:
         written = write_jsonl(examples, output)
     except OSError as err:  # read-only folder, disk full: the earlier file, if any, is untouched
-        _fail(f"{output}: cannot write: {err.strerror or err}")
+        parent = err.filename and str(output).startswith(f"{err.filename}/")  # e.g. a file where a folder must be
+        culprit = f" ({err.filename})" if parent else ""
+        _fail(f"{output}: cannot write: {err.strerror or err}{culprit}")
     positive = sum(1 for example in examples if example["label"])
     console = Console()
     console.print(
