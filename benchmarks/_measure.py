@@ -50,7 +50,9 @@ from cutalign.trainer.base import ensure_pad_token
 from cutalign.trainer.config import CUTConfig
 from cutalign.trainer.cut_trainer import CUTTrainer
 
-STEP_METHODS = ("cut-fake_positive", "cut-instruction_only", "naive-official", "sft")
+STEP_METHODS = ("cut-fake_positive", "cut-instruction_only", "cutalign-sft", "trl-sft", "naive-official", "sft")
+# The row every time / memory ratio is relative to: the same chunked log-probs, MLE only.
+BASELINE = "cutalign-sft"
 TWO_STEP = "two-step"
 IGNORE_INDEX = -100
 Features = Mapping[str, Any]
@@ -296,6 +298,45 @@ def cut_step(model: PreTrainedModel, examples: Sequence[Features], tokenizer: Pr
     return (lambda: float(trainer.training_step(model, inputs))), positions
 
 
+def cutalign_sft_step(model: PreTrainedModel, examples: Sequence[Features], tokenizer: PreTrainedTokenizerBase,
+                      spec: Mapping[str, Any], output_dir: str) -> tuple[Callable[[], float], int]:
+    """cutalign's ``SFTTrainer.training_step`` on ``y|x`` of all 8 examples (negatives included), the same
+    collator and chunked log-probs as CUT: what CUT costs structurally over MLE."""
+    from cutalign.trainer.config import SFTConfig
+    from cutalign.trainer.mle_trainer import SFTTrainer
+
+    config = SFTConfig(**_trainer_args(spec, output_dir), sft_include_negatives=True, positive_ratio=None)
+    trainer = SFTTrainer(model, config, train_dataset=list(examples), processing_class=tokenizer)
+    trainer.remove_callback(PrinterCallback)
+    views = trainer.train_dataset
+    if len(views) != len(examples):
+        raise RuntimeError(f"SFTTrainer dropped examples of the batch: {trainer.drop_report.as_dict()}")
+    inputs = send_to_device(trainer.data_collator([views[i] for i in range(len(views))]), model.device)
+    return (lambda: float(trainer.training_step(model, inputs))), inputs["grad"]["input_ids"].numel()
+
+
+def trl_sft_step(model: PreTrainedModel, features: Sequence[Features], tokenizer: PreTrainedTokenizerBase,
+                 spec: Mapping[str, Any], output_dir: str) -> tuple[Callable[[], float], int]:
+    """``trl.SFTTrainer.training_step`` on the same ``y|x`` token ids (prompt-completion, completion-only
+    loss, TRL's own collator: right padding to the batch's longest row, full logits)."""
+    import trl
+
+    rows = [{"input_ids": [*f["plain_prompt_ids"], *f["completion_ids"]],
+             "completion_mask": [0] * len(f["plain_prompt_ids"]) + [1] * len(f["completion_ids"])} for f in features]
+    args = trl.SFTConfig(**_trainer_args(spec, output_dir), max_length=None, completion_only_loss=True,
+                         packing=False)
+    trainer = trl.SFTTrainer(model, args, train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer)
+    trainer.remove_callback(PrinterCallback)
+    trainer.current_gradient_accumulation_steps = 1  # set by train(); training_step alone needs it
+    inputs = send_to_device(trainer.data_collator(rows), model.device)
+    return (lambda: float(trainer.training_step(model, inputs))), inputs["input_ids"].numel()
+
+
+def _trainer_args(spec: Mapping[str, Any], output_dir: str) -> dict[str, Any]:
+    return dict(output_dir=output_dir, per_device_train_batch_size=spec["batch_size"], use_cpu=spec["device"] == "cpu",
+                report_to=[], save_strategy="no", logging_strategy="no", disable_tqdm=True)
+
+
 # ---------------------------------------------------------------------------------------------- runs
 def build_model(spec: Mapping[str, Any], vocab_size: int) -> PreTrainedModel:
     """The tiny random Llama every method trains (same seed, so the same weights for each)."""
@@ -343,8 +384,12 @@ def _step_for(model: PreTrainedModel, batch: Sequence[Features], tokenizer: PreT
     method, device, pad_id = spec["method"], torch.device(spec["device"]), tokenizer.pad_token_id
     if method in ("cut-fake_positive", "cut-instruction_only"):
         return cut_step(model, batch, tokenizer, spec, output_dir)
+    if method == "cutalign-sft":
+        return cutalign_sft_step(model, batch, tokenizer, spec, output_dir)
     builder = view_builder(tokenizer, spec["max_length"])
     features = [builder.build(e, ("plain", "judged")) for e in batch]
+    if method == "trl-sft":
+        return trl_sft_step(model, features, tokenizer, spec, output_dir)
     if method == "naive-official":
         return naive_official_step(model, features, pad_id, device), math.prod(official_shape(features))
     if method == "sft":

@@ -167,8 +167,20 @@ def step_section(spec: dict, canonical: Sequence[dict], tok: Any, vocab_sizes: S
         "example_ids": [e["id"] for e in batch], "negatives": sum(bool(f["is_negative"]) for f in features),
         "response_tokens": sum(len(f["completion_ids"]) for f in features),
         "official_shape": m.official_shape(features), "sft_shape": m.sft_shape(features),
+        "real_positions": real_positions([m.view_builder(tok, spec["max_length"]).build(
+            e, ("plain", "judged", "misaligned")) for e in batch]),
         "memory_limit_bytes": memory_limit, "rows": rows,
     }
+
+
+def real_positions(features: Sequence[dict]) -> dict[str, int]:
+    """Non-pad token positions each method's forward passes need on the batch (useful work)."""
+    plain = sum(len(f["plain_prompt_ids"]) + len(f["completion_ids"]) for f in features)
+    negatives = [f for f in features if f["is_negative"]]
+    judged = sum(len(f["judged_prompt_ids"]) + len(f["completion_ids"]) for f in negatives)
+    misaligned = sum(len(f["misaligned_prompt_ids"]) + len(f["completion_ids"]) for f in negatives)
+    return {"cut-fake_positive": plain + judged + misaligned, "cut-instruction_only": plain + judged,
+            "cutalign-sft": plain, "trl-sft": plain, "sft": plain, "naive-official": plain + judged}
 
 
 def _measure_one(spec: dict, in_process: bool) -> dict[str, Any]:
@@ -203,7 +215,7 @@ def useful_work_section(spec: dict, canonical: Sequence[dict], tok: Any) -> dict
     records = official_records(spec["data"], spec["examples_limit"])
     for label, wrap_twice, batch_size, multiple in (
         ("official code: random order, both halves, pad to batch max (x8)", False, spec["batch_size"], 8),
-        ("official code, its exact prompt text (template applied twice)", True, spec["batch_size"], 8),
+        ("official code before e530277 (2024-01-09): template applied twice", True, spec["batch_size"], 8),
         ("official code as launched: micro-batch 1 per GPU (x8)", False, 1, 8),
     ):
         halves, negative = official_code_lengths(records, tok, spec["max_length"], wrap_twice)
@@ -215,7 +227,7 @@ def useful_work_section(spec: dict, canonical: Sequence[dict], tok: Any) -> dict
     _progress("counting cutalign's batches over the epoch")
     for padding_free in (False, True):
         for mode in ("fake_positive", "instruction_only"):
-            label = f"cutalign {mode}, " + ("padding_free" if padding_free else "length-grouped, padded")
+            label = f"cutalign {mode}, " + ("packed (default)" if padding_free else "length-grouped, padded")
             rows.append({"layout": label, **{
                 name: cutalign_positions(spec, canonical, tok, mode, padding_free, ratio)
                 for name, ratio in (("all", None), ("downsampled", 0.25))
@@ -242,7 +254,8 @@ def official_code_lengths(records: Sequence[dict], tok: Any, cutoff: int,
 
     Negative = a judgment that is not null and no ``score >= 7``. Prompt + response are tokenised
     together, with BOS (the official LlamaTokenizer adds it), left-truncated to ``cutoff``, then EOS.
-    ``wrap_twice``: its prompter formats the plain template around the already formatted prompt.
+    ``wrap_twice``: the official prompter before commit e530277 (2024-01-09) formatted the plain template
+    around the already formatted prompt; the current official code applies it once.
     """
     bos = resolve_bos_id(tok)
     texts, owners = [], []
@@ -352,17 +365,24 @@ def _print_steps(console: Console, steps: dict[str, Any], repeats: int) -> None:
                   f"SFT {shape[0]} x {shape[1]}; memory limit {steps['memory_limit_bytes'] / GIB:.1f} GiB")
     table = _table("One training step (forward + backward)", [
         "vocab", "method", f"time s (median of {repeats})", "peak MiB", "RSS +MiB", "largest tensor",
-        "largest MiB", "predicted peak MiB", "positions", "loss"])
+        "largest MiB", "predicted peak MiB", "positions", "loss", f"time / {m.BASELINE}", f"peak / {m.BASELINE}",
+        "useful"])
+    baseline = {r["vocab_size"]: r for r in steps["rows"] if r["method"] == m.BASELINE and "skipped" not in r}
     for row in steps["rows"]:
         predicted = _predicted_cell(row)
         if "skipped" in row:
             table.add_row(str(row["vocab_size"]), row["method"], "not run", row["skipped"], "", "", "", predicted,
-                          "", "")
+                          "", "", "", "", "")
             continue
+        base = baseline.get(row["vocab_size"])
+        time_ratio = f"{row['time_s'] / base['time_s']:.2f}x" if base else "-"
+        peak_ratio = f"{row['peak_bytes'] / base['peak_bytes']:.2f}x" if base else "-"
+        useful = f"{steps['real_positions'][row['method']] / row['positions']:.1%}" if row.get("positions") else "-"
         table.add_row(
             str(row["vocab_size"]), row["method"], f"{row['time_s']:.2f}", _mib(row["peak_bytes"]),
             _mib(row["rss_increase_bytes"]), "x".join(map(str, row["largest_tensor_shape"])),
-            _mib(row["largest_tensor_bytes"]), predicted, f"{row['positions']:,}", f"{row['loss']:.3f}")
+            _mib(row["largest_tensor_bytes"]), predicted, f"{row['positions']:,}", f"{row['loss']:.3f}",
+            time_ratio, peak_ratio, useful)
     console.print(table)
 
 

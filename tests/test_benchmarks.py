@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cut_step.py"
-STEP_METHODS = ("cut-fake_positive", "cut-instruction_only", "naive-official", "sft")
+STEP_METHODS = ("cut-fake_positive", "cut-instruction_only", "cutalign-sft", "trl-sft", "naive-official", "sft")
 STEP_COLUMNS = ["vocab", "method", "time s (median of 1)", "peak MiB", "RSS +MiB", "largest tensor", "largest MiB",
-                "predicted peak MiB", "positions", "loss"]
+                "predicted peak MiB", "positions", "loss", "time / cutalign-sft", "peak / cutalign-sft", "useful"]
 
 
 def markdown_rows(text: str, first_cell: str) -> list[list[str]]:
@@ -49,6 +49,10 @@ def test_smallest_configuration_prints_complete_tables(tmp_path, cut_online_dir,
     assert [row[1] for row in steps[1:]] == list(STEP_METHODS)
     for row in steps[1:]:
         assert float(row[2]) > 0 and int(row[3].replace(",", "")) > 0 and row[4] == "-", row
+        assert row[10].endswith("x") and row[11].endswith("x") and row[12].endswith("%"), row
+    assert [row[10] for row in steps[1:] if row[1] == "cutalign-sft"] == ["1.00x"]
+    # Packed by default: cutalign's CUT and SFT steps compute only real positions.
+    assert all(row[12] == "100.0%" for row in steps[1:] if row[1].startswith("cut")), steps
     work = markdown_rows(out, "layout")
     assert len(work) == 1 + 8 and all(cell.endswith("%") for row in work[1:] for cell in (row[4], row[8]))
     assert "Two CUTTrainer steps" in out and "predicted peak" in out
@@ -66,7 +70,7 @@ def test_smallest_configuration_prints_complete_tables(tmp_path, cut_online_dir,
     for row in report["useful_work"]["rows"]:
         for part in (row["all"], row["downsampled"]):
             assert 0 < part["real"] <= part["computed"] and part["examples"] > 0, row
-    padding_free = [r for r in report["useful_work"]["rows"] if "padding_free" in r["layout"]]
+    padding_free = [r for r in report["useful_work"]["rows"] if "packed" in r["layout"]]
     assert padding_free and all(r["all"]["real"] == r["all"]["computed"] for r in padding_free)
     two_step = report["two_step"]
     assert two_step["peak_bytes"] > 0 and len(two_step["official_shapes"]) == 2
