@@ -1,28 +1,74 @@
-"""`cutalign demo`: the quick start's main job writes a real output dir and shows what CUT did."""
+"""`cutalign demo`: CUT beside SFT-on-positives from a pretrained base holding misconceptions."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+import torch
 
-from cutalign.demo.run import DemoSettings, run_demo
+from cutalign.demo.run import DemoSettings, run_demo, small_settings
+from cutalign.lab.judge import judge_response
+from cutalign.lab.world import make_world
 
 
-def test_demo_writes_a_standard_output_dir(tmp_path):
-    figures = run_demo(DemoSettings(output_dir=tmp_path, epochs=1))
-    for name in ("model.safetensors", "config.json", "tokenizer.json", "README.md", "train_results.json",
-                 "train.jsonl"):
-        assert (tmp_path / name).is_file(), name
-    assert json.loads((tmp_path / "train_results.json").read_text())["train_loss"] == pytest.approx(
-        figures["train_loss"])
-    assert figures["last_logged_loss"] < figures["first_logged_loss"]
-    assert 0.0 <= figures["accuracy_after"] <= 1.0 and figures["accuracy_before"] < 0.1
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Torch threads spin while waiting: on the shared 2-core test machine one thread is several times faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory, one_thread):
+    root = tmp_path_factory.mktemp("demo")
+    settings = small_settings(root / "out", cache_dir=root / "cache")
+    return settings, run_demo(settings)
+
+
+def test_small_demo_writes_both_models_the_judged_samples_and_its_figures(small_run):
+    settings, figures = small_run
+    out = settings.output_dir
+    trained = ["cut"] + (["sft"] if figures["sft"]["examples"] else [])  # rejection sampling may accept none
+    for method in trained:
+        for name in ("model.safetensors", "config.json", "tokenizer.json", "README.md", "train_results.json"):
+            assert (out / method / name).is_file(), (method, name)
+    assert json.loads((out / "demo_results.json").read_text()) == json.loads(json.dumps(figures))
+    records = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    world = make_world(settings.base.n_entities, settings.base.world_seed)
+    assert len(records) == figures["samples"] == len(world.facts) * settings.samples_per_fact
+    assert sum(not r["label"] for r in records) == figures["negatives"]
+    for record in records:  # every label is the judge's verdict on what the base really said
+        assert judge_response(record["prompt"], record["completion"], world=world).satisfactory is record["label"]
+    # CUT trains on every sample, SFT on the positives only; anything else is a counted drop
+    cut, sft = figures["cut"], figures["sft"]
+    assert cut["examples"] + sum(cut["drops"].values()) == figures["samples"]
+    if sft["examples"]:
+        assert sft["drops"]["negative_excluded"] == figures["negatives"]
+        assert sft["examples"] + sum(sft["drops"].values()) == figures["samples"]
+    n, k = figures["facts"], figures["targeted_facts"]
+    assert 0 < k < n
+    for model in ("before", "cut", "sft"):  # the accuracies are of the stated fact sets
+        acc = figures[model]
+        assert acc["all"] * n == pytest.approx(acc["targeted"] * k + acc["other"] * (n - k))
+    assert set(figures["seconds"]) >= {"base model (pretraining, cached)", "training CUT", "training SFT"}
+
+
+def test_second_run_reuses_the_cached_base(small_run, tmp_path):
+    settings, first = small_run
+    assert first["base"]["built_now"]
+    again = run_demo(DemoSettings(**{**settings.__dict__, "output_dir": tmp_path, "epochs": 0.1}))
+    assert not again["base"]["built_now"] and again["base"]["dir"] == first["base"]["dir"]
+    assert again["before"] == first["before"]  # same base, same greedy answers
+    assert not [p for p in settings.cache_dir.iterdir() if p.name.startswith(".")]  # no half-built folder
 
 
 @pytest.mark.slow
-def test_default_demo_learns_the_facts_and_flags_the_wrong_value(tmp_path, capsys):
-    figures = run_demo(DemoSettings(output_dir=tmp_path))
-    assert figures["accuracy_before"] < 0.1 and figures["accuracy_after"] > 0.8
-    response = next(line for line in capsys.readouterr().out.splitlines() if "response:" in line)
-    assert "⟦ Nastailese⟧" in response and response.count("⟦") == 1  # the judged wrong value, only it
+def test_default_demo_cut_flags_exactly_the_judged_wrong_value(tmp_path):
+    figures = run_demo(DemoSettings(output_dir=tmp_path / "out", cache_dir=tmp_path / "cache"))
+    detection = figures["detection"]
+    assert detection["gold"] and detection["flagged"]
+    assert "".join(detection["flagged"]).strip() == " ".join(detection["gold"]).strip()
+    assert figures["cut"]["targeted"] > figures["before"]["targeted"]

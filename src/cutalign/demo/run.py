@@ -1,114 +1,182 @@
-"""`cutalign demo`: CUT end to end on the built-in fact world, offline, in about a minute on a CPU.
+"""`cutalign demo`: what judgments add, on the lab's smallest preset, offline, in minutes on a CPU.
 
-It writes a real output directory (model, tokenizer, model card, train_results.json), the data it
-trained on, and prints what changed: greedy accuracy on the world's facts before and after, the
-loss, how many tokens the detection flagged, and one negative response with its flagged tokens.
+The demo starts from the lab's pretrained tiny base, which holds wrong beliefs (misconceptions: for
+a quarter of the facts its corpus mostly stated one fixed wrong value). It samples answers from
+that base, judges them with the lab's programmatic judge, and trains two models from the same base
+with the same settings on the same judged samples: CUT (uses the judgments) and SFT on the
+satisfactory samples only (rejection sampling: what a user would do without judgments). It prints
+both models' greedy accuracy before and after, on the targeted (misconceived) facts and on all
+facts, the verdict, the wall time of each phase, and one negative with the tokens CUT flags.
 """
 
 from __future__ import annotations
 
-import json
-import time
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
-from rich.table import Table
 
+from cutalign.api import NoUsableExamplesError
 from cutalign.data.templates import ALPACA_PLAIN
-from cutalign.demo.sample import load_sample, sample_world
-from cutalign.lab.models import demo_model_and_tokenizer
-from cutalign.lab.world import evaluate_accuracy, evaluation_set
-from cutalign.trainer.config import CUTConfig
-from cutalign.trainer.cut_trainer import CUTTrainer
+from cutalign.files import atomic_write_json, atomic_write_jsonl
+from cutalign.lab.base import BaseSpec, Beliefs, Regime, beliefs, build_base, load_base
+from cutalign.lab.judge import judge_response, judgment_record
+from cutalign.lab.training import PhaseTimer, quiet
+from cutalign.lab.world import (
+    SINGLE_FACT_KINDS,
+    EvalQuestion,
+    answer_questions,
+    evaluation_set,
+    score_responses,
+)
 
-console = Console()
+# The demo's base: the demo world (12 countries, 12 people: 72 facts), 18 of them misconceived.
+DEMO_BASE = BaseSpec(n_entities=12, world_seed=0, regime=Regime("misconception", misconception_fraction=0.25),
+                     block_size=64, epochs=12.0)
 
 
 @dataclass
 class DemoSettings:
-    """Chosen so the tiny model learns the sample's facts in about a minute on 2 CPU cores."""
+    """The demo's knobs; the defaults are the figures the README reports."""
 
     output_dir: Path = Path("runs/cut-demo")
-    epochs: float = 30.0
-    learning_rate: float = 3e-3
+    base: BaseSpec = field(default_factory=lambda: DEMO_BASE)
+    cache_dir: Path | None = None  # default: cutalign.lab.base.cache_root()
+    samples_per_fact: int = 4
+    epochs: float = 8.0
+    learning_rate: float = 1e-3
     batch_size: int = 16
     max_length: int = 128
-    # The official 0.25 x negatives would keep ~36 positives of the 480-example sample; the demo keeps
-    # them all so the tiny model sees every fact (set 0.25 to reproduce the official downsampling).
-    positive_ratio: float | None = None
     seed: int = 42
+    progress: bool = False
 
 
 def run_demo(settings: DemoSettings) -> dict[str, Any]:
-    """Train CUT on the bundled sample and return the figures it printed."""
-    started = time.perf_counter()
-    out = settings.output_dir
+    """Build (or reuse) the base, sample and judge, train CUT and SFT-on-positives, and evaluate."""
+    timer, out = PhaseTimer(), settings.output_dir
     out.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = demo_model_and_tokenizer(seed=settings.seed)
-    examples = load_sample()
-    data_path = out / "train.jsonl"
-    data_path.write_text("".join(json.dumps(e) + "\n" for e in examples))
-    questions = evaluation_set(sample_world())
-
-    def accuracy() -> float:
-        return evaluate_accuracy(model, tokenizer, questions, lambda q: ALPACA_PLAIN.format(instruction=q))
-
-    before = accuracy()
-    config = CUTConfig(
-        output_dir=str(out), num_train_epochs=settings.epochs, learning_rate=settings.learning_rate,
-        per_device_train_batch_size=settings.batch_size, max_length=settings.max_length,
-        positive_ratio=settings.positive_ratio, seed=settings.seed, warmup_steps=10, logging_steps=10,
-        save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(),
-    )
-    console.print(f"[bold]cutalign demo[/bold]: CUT on {len(examples)} judged examples "
-                  f"({sum(not e['label'] for e in examples)} negative) of a synthetic fact world -> {out}")
-    trainer = CUTTrainer(model, config, train_dataset=examples, processing_class=tokenizer)
-    result = trainer.train()
-    trainer.save_model()
-    trainer.save_metrics("train", result.metrics)
-    trainer.create_model_card()
-    after = accuracy()
-    history = [h for h in trainer.state.log_history if "loss" in h and "unlikely_fraction" in h]
+    with timer.phase("base model (pretraining, cached)"):
+        base_dir, built = build_base(settings.base, settings.cache_dir, progress=settings.progress)
+        model, tokenizer = load_base(base_dir)
+    belief = beliefs(settings.base)
+    questions = evaluation_set(belief.world)
+    targeted = [i for i, q in enumerate(questions) if _fact(belief, q) in belief.misconceptions]
+    with timer.phase("sampling from the base"):
+        records = _sample_and_judge(model, tokenizer, belief, settings)
+    atomic_write_jsonl(out / "train.jsonl", records)
+    with timer.phase("evaluation"):
+        before = _accuracy(model, tokenizer, questions, targeted)
+    results: dict[str, Any] = {}
+    for method in ("cut", "sft"):
+        with timer.phase(f"training {method.upper()}"):
+            try:
+                trainer = _train(method, base_dir, records, out / method, settings)
+            except NoUsableExamplesError as error:  # rejection sampling that accepted nothing
+                results[method] = before | {"train_loss": None, "examples": 0, "drops": {"no_usable_examples": 0},
+                                            "error": str(error)}
+                continue
+        with timer.phase("evaluation"):
+            results[method] = _accuracy(trainer.model, tokenizer, questions, targeted) | {
+                "train_loss": trainer.state.log_history[-1].get("train_loss"),
+                "examples": len(trainer.train_dataset), "drops": trainer.drop_report.as_dict()}
+        if method == "cut":
+            detection = detection_example(trainer, records, belief)
     figures = {
-        "accuracy_before": before, "accuracy_after": after, "train_loss": result.training_loss,
-        "first_logged_loss": history[0]["loss"] if history else None,
-        "last_logged_loss": history[-1]["loss"] if history else None,
-        "unlikely_fraction_last": history[-1]["unlikely_fraction"] if history else None,
-        "seconds": time.perf_counter() - started, "output_dir": str(out),
+        "base": {"dir": str(base_dir), "built_now": built, "key": settings.base.key()},
+        "samples": len(records), "negatives": sum(not r["label"] for r in records),
+        "targeted_facts": len(targeted), "facts": len(questions),
+        "before": before, "cut": results["cut"], "sft": results["sft"], "detection": detection,
+        "verdict": verdict(before, results["cut"], results["sft"]),
+        "seconds": dict(timer.seconds), "total_seconds": sum(timer.seconds.values()), "output_dir": str(out),
     }
-    _print_report(figures, trainer, examples)
+    atomic_write_json(out / "demo_results.json", figures)
     return figures
 
 
-def _print_report(figures: dict[str, Any], trainer: CUTTrainer, examples: list[dict[str, Any]]) -> None:
-    table = Table(title="What CUT did", show_header=True)
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    table.add_row("greedy accuracy on the world's facts, before", f"{figures['accuracy_before']:.1%}")
-    table.add_row("greedy accuracy on the world's facts, after", f"{figures['accuracy_after']:.1%}")
-    if figures["first_logged_loss"] is not None:
-        table.add_row("CUT loss, first -> last log", f"{figures['first_logged_loss']:.3f} -> {figures['last_logged_loss']:.3f}")
-        table.add_row("negative tokens flagged by detection (last log)", f"{figures['unlikely_fraction_last']:.1%}")
-    table.add_row("dropped examples", ", ".join(trainer.drop_report.lines()) or "none")
-    table.add_row("wall time", f"{figures['seconds']:.0f} s")
-    console.print(table)
-    example = min((e for e in examples if not e["label"] and e.get("refinement")), key=_words_changed)
-    console.print("\n[bold]Detection on one negative[/bold] (tokens CUT flags, the set U, are [bold red]⟦marked⟧[/bold red]):")
-    console.print(f"  instruction: {example['prompt']}\n  judgment:    {example['judgment']}")
-    console.print(f"  response:    {flagged_response(trainer, example)}")
-    console.print(f"\nModel, tokenizer and model card: {figures['output_dir']}  (training data: train.jsonl)")
-    console.print("Next: `cutalign train --model <hf model> --data <your.jsonl> --output_dir out --use_peft` "
-                  "(see README).")
+def _fact(belief: Beliefs, question: EvalQuestion) -> tuple[str, str]:
+    fact = belief.world.facts_asked(question.question)[0]
+    return fact.subject, fact.attribute
+
+
+def _sample_and_judge(model: Any, tokenizer: Any, belief: Beliefs, settings: DemoSettings) -> list[dict[str, Any]]:
+    """``samples_per_fact`` T=1 samples per fact, each to a randomly worded question, judged."""
+    rng = random.Random(settings.seed)
+    kinds = {kind.attributes[0]: kind for kind in SINGLE_FACT_KINDS}
+    prompts = [rng.choice(kinds[a].questions).format(s=s)
+               for s, a, _ in belief.world.facts for _ in range(settings.samples_per_fact)]
+    responses = answer_questions(model, tokenizer, [(p, "") for p in prompts],
+                                 lambda q: ALPACA_PLAIN.format(instruction=q), do_sample=True, seed=settings.seed)
+    records = []
+    for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
+        judgment = judge_response(prompt, response, world=belief.world, rng=rng)
+        if judgment.ok:  # an unparseable prompt cannot happen here: every prompt is the world's
+            records.append(judgment_record(prompt, response, judgment, f"demo-{i:04d}"))
+    return records
+
+
+def _accuracy(model: Any, tokenizer: Any, questions: list[EvalQuestion], targeted: list[int]) -> dict[str, float]:
+    responses = answer_questions(model, tokenizer, questions, lambda q: ALPACA_PLAIN.format(instruction=q))
+    correct = score_responses(responses, questions)
+    return {"all": sum(correct) / len(correct),
+            "targeted": sum(correct[i] for i in targeted) / max(1, len(targeted)),
+            "other": sum(c for i, c in enumerate(correct) if i not in set(targeted))
+            / max(1, len(correct) - len(targeted))}
+
+
+def _train(method: str, base_dir: Path, records: list[dict[str, Any]], out: Path, settings: DemoSettings) -> Any:
+    """One method from the base with the shared settings; saves a standard output dir (model card included)."""
+    from cutalign.trainer.config import CUTConfig, SFTConfig
+    from cutalign.trainer.cut_trainer import CUTTrainer
+    from cutalign.trainer.mle_trainer import SFTTrainer
+
+    model, tokenizer = load_base(base_dir)
+    common = dict(output_dir=str(out), num_train_epochs=settings.epochs, learning_rate=settings.learning_rate,
+                  per_device_train_batch_size=settings.batch_size, max_length=settings.max_length,
+                  positive_ratio=None, seed=settings.seed, warmup_steps=0.1, logging_steps=5,
+                  save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(), disable_tqdm=True)
+    config_cls, trainer_cls = (CUTConfig, CUTTrainer) if method == "cut" else (SFTConfig, SFTTrainer)
+    trainer = trainer_cls(model, config_cls(**common), train_dataset=records, processing_class=tokenizer)
+    result = quiet(trainer, f"training {method.upper()}" if settings.progress else None).train()
+    trainer.save_model()
+    trainer.save_metrics("train", result.metrics)
+    trainer.create_model_card()
+    return trainer
+
+
+def verdict(before: dict[str, float], cut: dict[str, float], sft: dict[str, float]) -> str:
+    """One honest sentence: where CUT beats rejection-sampling SFT and where it does not."""
+    parts = []
+    for key, name in (("targeted", "the targeted (misconceived) facts"), ("all", "all facts")):
+        gap = cut[key] - sft[key]
+        word = "beats" if gap > 0 else "ties with" if gap == 0 else "loses to"
+        parts.append(f"on {name} CUT {word} SFT-on-positives ({cut[key]:.0%} vs {sft[key]:.0%}, "
+                     f"base {before[key]:.0%})")
+    return "; ".join(parts) + "."
+
+
+def detection_example(trainer: Any, records: list[dict[str, Any]], belief: Beliefs) -> dict[str, Any]:
+    """The flagged tokens of one negative that states a misconception (else any wrong value)."""
+    negatives = [r for r in records if not r["label"] and judge_response(
+        r["prompt"], r["completion"], world=belief.world).error_spans]
+    if not negatives:
+        return {"example": None, "flagged": [], "gold": []}
+    def on_topic(record: dict[str, Any]) -> bool:  # names the asked subject: the wrong value is the only slip
+        return belief.world.facts_asked(record["prompt"])[0].subject in record["completion"]
+
+    misconceived = set(belief.misconceptions.values())
+    ranked = sorted(negatives, key=lambda r: (not on_topic(r), not any(v in r["completion"] for v in misconceived)))
+    example = ranked[0]
+    spans = judge_response(example["prompt"], example["completion"], world=belief.world).error_spans or []
+    pieces = flagged_pieces(trainer, example)
+    return {"example": example, "pieces": pieces, "flagged": [t for t, f in pieces if f and t.strip()],
+            "gold": [example["completion"][a:b] for a, b in spans]}
 
 
 @torch.no_grad()
-def flagged_response(trainer: CUTTrainer, example: dict[str, Any]) -> str:
-    """The example's response with the tokens CUT's detection puts in U marked up for the console."""
-    from rich.markup import escape
-
+def flagged_pieces(trainer: Any, example: dict[str, Any]) -> list[tuple[str, bool]]:
+    """The example's response as (token text, in CUT's unlikely set U) pairs, under the trained model."""
     from cutalign.data.views import ViewBuilder
     from cutalign.losses import cut_loss
 
@@ -117,7 +185,7 @@ def flagged_response(trainer: CUTTrainer, example: dict[str, Any]) -> str:
                           fake_positive=args.fake_positive_text)
     features = builder.build(example, ("plain", "judged", "misaligned"))
     if isinstance(features, str):
-        return f"(not shown: {features})"
+        return []
     model = trainer.model.eval()
     batch = trainer._prepare_inputs(trainer.data_collator([features]))
     logps = trainer.context_logps(model, batch)
@@ -126,16 +194,12 @@ def flagged_response(trainer: CUTTrainer, example: dict[str, Any]) -> str:
     out = cut_loss(plain, logps["judged"][0], misaligned, mask, batch["is_negative"],
                    threshold=args.threshold, alpha=args.alpha, gamma=args.gamma, mode=args.mode)
     tokenizer = trainer.processing_class
-    pieces = []
-    for token_id, flagged in zip(features["completion_ids"], out.unlikely_mask[0].tolist(), strict=False):
-        text = tokenizer.decode([token_id], skip_special_tokens=True)
-        pieces.append(f"[bold red]⟦{escape(text)}⟧[/bold red]" if flagged and text.strip() else escape(text))
-    return "".join(pieces)
+    return [(tokenizer.decode([t], skip_special_tokens=True), bool(f))
+            for t, f in zip(features["completion_ids"], out.unlikely_mask[0].tolist(), strict=False)]
 
 
-def _words_changed(example: dict[str, Any]) -> int:
-    """How many words a negative's refinement changes: 1 makes the clearest detection example."""
-    said, right = example["completion"].split(), example["refinement"].split()
-    if len(said) != len(right):
-        return len(said) + len(right)
-    return sum(a != b for a, b in zip(said, right, strict=True)) or len(said) + len(right)
+def small_settings(output_dir: Path, cache_dir: Path | None = None) -> DemoSettings:
+    """Tiny settings for tests and smoke runs: a smaller base and one epoch (figures mean little)."""
+    base = replace(DEMO_BASE, n_entities=3, epochs=8.0, hidden_size=32, demos_per_fact=2, judged_per_fact=1,
+                   vocab_size=512)
+    return DemoSettings(output_dir=output_dir, base=base, cache_dir=cache_dir, samples_per_fact=2, epochs=1.0)
