@@ -85,7 +85,7 @@ def main(
     too_small = [v for v in [*vocabs, two_step_vocab_size] if v < len(tok)]
     if too_small:
         raise typer.BadParameter(f"vocabulary sizes {too_small} are below the tokenizer's {len(tok)} tokens")
-    console = Console(width=200, highlight=False)
+    console = Console(width=260, highlight=False)
     report: dict[str, Any] = {"machine": machine_info(device), "config": spec | {
         "vocab_sizes": vocabs, "methods": step_methods, "two_step_vocab_size": two_step_vocab_size,
         "in_process": in_process}}
