@@ -79,9 +79,11 @@ def test_positive_ratio_downsamples_like_cut(tmp_path, tokenizer, online_example
 
 
 def _expected_row(tokenizer, prompt_text: str, target_text: str) -> list[int]:
-    """BOS + the prompt tokenised on its own + the target tokenised on its own + EOS."""
-    prompt_ids, target_ids = tokenizer([prompt_text, target_text], add_special_tokens=False)["input_ids"]
-    return [tokenizer.bos_token_id, *prompt_ids, *target_ids, tokenizer.eos_token_id]
+    """BOS + the prompt + the target as the tokenizer continues the prompt (joint ids) + EOS."""
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    joint = tokenizer(prompt_text + target_text, add_special_tokens=False)["input_ids"]
+    assert joint[:len(prompt_ids)] == prompt_ids  # the templates end with a newline: no merge across it
+    return [tokenizer.bos_token_id, *joint, tokenizer.eos_token_id]
 
 
 def _rows(block) -> list[list[int]]:
@@ -109,22 +111,25 @@ def test_hindsight_rows_are_judged_template_then_response(tmp_path, tokenizer, o
     block = batch["grad"]
     predicted = block["input_ids"].flatten()[block["logit_index"] + 1]
     assert torch.equal(predicted, block["target_ids"])
-    response_ids = tokenizer(negative["completion"], add_special_tokens=False)["input_ids"]
-    assert block["target_ids"][block["example_index"] == 0].tolist() == [*response_ids, tokenizer.eos_token_id]
+    prompt_len = len(tokenizer(ALPACA_JUDGED.format(instruction=negative["prompt"], judgment=negative["judgment"]),
+                               add_special_tokens=False)["input_ids"])
+    response_ids = expected_neg[1 + prompt_len:]  # the response as it continues the prompt, then EOS
+    assert block["target_ids"][block["example_index"] == 0].tolist() == response_ids
 
 
 def test_forward_prediction_rows_are_response_then_judgment(tmp_path, tokenizer, online_examples):
     negative = next(e for e in online_examples if not e["label"])
     trainer = ForwardPredictionTrainer(tiny_causal_lm(tokenizer, hidden_size=32),
-                                       make_config(tmp_path, max_length=4096), train_dataset=[negative],
+                                       make_config(tmp_path, max_length=4096, padding_free=False), train_dataset=[negative],
                                        processing_class=tokenizer)
     block = trainer.data_collator([trainer.train_dataset[0]])["grad"]
     plain, critique = _rows(block)
     assert plain == _expected_row(tokenizer, ALPACA_PLAIN.format(instruction=negative["prompt"]), negative["completion"])
     judge_prompt = JUDGE_PROMPT.format(instruction=negative["prompt"], response=negative["completion"])
-    assert critique == _expected_row(tokenizer, judge_prompt, negative["judgment"])
-    judgment_ids = tokenizer(negative["judgment"], add_special_tokens=False)["input_ids"]
-    assert block["target_ids"][block["context_index"] == 1].tolist() == [*judgment_ids, tokenizer.eos_token_id]
+    expected_critique = _expected_row(tokenizer, judge_prompt, negative["judgment"])
+    assert critique == expected_critique
+    judgment_ids = expected_critique[1 + len(tokenizer(judge_prompt, add_special_tokens=False)["input_ids"]):]
+    assert block["target_ids"][block["context_index"] == 1].tolist() == judgment_ids
 
 
 def test_loss_is_sum_of_per_context_means_averaged_over_examples():
