@@ -8,13 +8,24 @@ retries ending in "couldn't connect to huggingface.co".
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 ADAPTER_CONFIG = "adapter_config.json"
 RUN_CONFIG = "cutalign_config.yaml"
+
+
+@contextlib.contextmanager
+def peft_deprecation_quiet() -> Iterator[None]:
+    """PEFT reads transformers 5's deprecated `is_gradient_checkpointing`: a warning users cannot act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 class ModelNotFoundError(ValueError):
@@ -151,7 +162,8 @@ def _load_adapter(folder: Path, kwargs: dict[str, Any], merge: bool) -> tuple[An
         raise ModelNotFoundError(f"the base model of adapter {folder}: {err}") from err
     base_kwargs = {k: v for k, v in kwargs.items() if k != "revision"}  # the revision is the adapter's
     base = AutoModelForCausalLM.from_pretrained(base_id, **base_kwargs)
-    model = PeftModel.from_pretrained(base, str(folder))
+    with peft_deprecation_quiet():
+        model = PeftModel.from_pretrained(base, str(folder))
     if merge:
         model = model.merge_and_unload()
     has_tokenizer = any((folder / f).is_file() for f in ("tokenizer_config.json", "tokenizer.json"))

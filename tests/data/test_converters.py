@@ -392,7 +392,7 @@ def test_ultrafeedback_completion_without_critique(tmp_path):
     assert report.as_dict() == {"missing_judgment": 2}
     bad = write_jsonl(tmp_path / "n.jsonl", [{"instruction": "Q", "completions": [
         {"response": "A", "overall_score": float("nan")}]}])
-    with pytest.raises(DataError, match="field 'completions\\[0\\].overall_score': expected a finite number"):
+    with pytest.raises(DataError, match=re.escape("field 'completions[0].overall_score': expected a finite number")):
         convert("ultrafeedback", [bad])
 
 

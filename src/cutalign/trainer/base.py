@@ -363,4 +363,7 @@ def prepare_model(model: nn.Module, peft_config: Any | None, args: JudgmentTrain
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
     elif args.gradient_checkpointing:
         model.enable_input_require_grads()
-    return get_peft_model(model, peft_config)
+    from cutalign.models import peft_deprecation_quiet
+
+    with peft_deprecation_quiet():
+        return get_peft_model(model, peft_config)
