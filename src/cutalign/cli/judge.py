@@ -132,26 +132,19 @@ def train_judge_command(ctx: typer.Context) -> None:
     """Fine-tune an AI judge (judgment + Yes./No.) on judged data; `--help` lists every flag."""
     from trl import ModelConfig, TrlParser
 
-    from cutalign.cli.train import _check_names, _init_kwargs, _normalise_argv, _peft_config, _read_yaml
+    from cutalign.cli.train import (
+        _init_kwargs,
+        _normalise_argv,
+        _peft_config,
+        _read_yaml,
+        parse_training_argv,
+    )
     from cutalign.trainer.config import MLEConfig
 
     argv = _normalise_argv(list(ctx.args))
     parser = TrlParser((TrainJudgeArguments, MLEConfig, ModelConfig), prog="cutalign train-judge")
-    if "--help" in argv or "-h" in argv:
-        parser.print_help()
-        raise typer.Exit(0)
-    yaml_config = _read_yaml(argv)
-    _check_names(parser, argv, yaml_config)
-    if "--output_dir" not in argv and not yaml_config.get("output_dir"):
-        _fail("--output_dir is required (where the judge model and judge_eval.json go)")
-    try:
-        run_args, config, model_args = parser.parse_args_and_config(argv)
-    except ValueError as err:
-        _fail(str(err))
-    except SystemExit as err:  # argparse already printed what is wrong
-        if err.code:
-            raise typer.Exit(BAD_INPUT) from None
-        raise
+    run_args, config, model_args = parse_training_argv(
+        parser, argv, _read_yaml(argv), output_dir_help="where the judge model and judge_eval.json go")
     if not model_args.model_name_or_path or not run_args.data:
         _fail("train-judge needs --model and --data")
     if run_args.method != "judge":

@@ -61,6 +61,19 @@ def train(ctx: typer.Context) -> None:
     from trl import ModelConfig, TrlParser
 
     parser = TrlParser((RunArguments, config_cls, ModelConfig), prog=f"cutalign train --method {method}")
+    run_args, config, model_args = parse_training_argv(
+        parser, argv, yaml_config, output_dir_help="where the model, checkpoints and model card go")
+    if not model_args.model_name_or_path:
+        _fail("--model is required (a model folder, a hub id or a LoRA adapter folder)")
+    if not run_args.data:
+        _fail("--data is required (judged data files, folders or a `datasets` id)")
+    _run(method, run_args, config, model_args)
+
+
+def parse_training_argv(parser: Any, argv: list[str], yaml_config: dict[str, Any], *,
+                        output_dir_help: str) -> tuple[Any, ...]:
+    """TRL's parser over flags + YAML, with our checks first: `--help` (listing `--config`), typos with
+    close matches, a required `--output_dir`; every parse error exits 2 (shared by train and train-judge)."""
     if "--help" in argv or "-h" in argv:
         # TRL's parser reads --config itself (not a dataclass field), so it is shown here only.
         parser.add_argument("--config", metavar="FILE", help="YAML file with any of these flags as keys; flags "
@@ -69,20 +82,15 @@ def train(ctx: typer.Context) -> None:
         raise typer.Exit(0)
     _check_names(parser, argv, yaml_config)
     if "--output_dir" not in argv and not yaml_config.get("output_dir"):
-        _fail("--output_dir is required (where the model, checkpoints and model card go)")
+        _fail(f"--output_dir is required ({output_dir_help})")
     try:
-        run_args, config, model_args = parser.parse_args_and_config(argv)
+        return tuple(parser.parse_args_and_config(argv))
     except ValueError as err:
         _fail(str(err))
     except SystemExit as err:  # argparse already printed "error: argument --x: invalid ..."
         if err.code:
             raise typer.Exit(BAD_INPUT) from None
         raise
-    if not model_args.model_name_or_path:
-        _fail("--model is required (a model folder, a hub id or a LoRA adapter folder)")
-    if not run_args.data:
-        _fail("--data is required (judged data files, folders or a `datasets` id)")
-    _run(method, run_args, config, model_args)
 
 
 def _run(method: str, run_args: RunArguments, config: Any, model_args: Any) -> None:

@@ -333,15 +333,12 @@ def load_causal_lm(model_id: str, kwargs: dict[str, Any] | str | None) -> PreTra
 
 def init_kwargs(value: dict[str, Any] | str | None) -> dict[str, Any]:
     """`model_init_kwargs` as a dict (a JSON object string from the command line is parsed)."""
-    import json
+    from cutalign.trainer.config import _json_object
 
     if value is None:
         return {}
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"model_init_kwargs must be a JSON object, got {value!r}: {err}") from err
+        return _json_object("model_init_kwargs", value)
     if not isinstance(value, dict):
         raise ValueError(f"model_init_kwargs must be a JSON object, got {value!r}")
     return dict(value)
