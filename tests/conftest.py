@@ -7,7 +7,14 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from typer.testing import CliRunner
+
+# CI runs the fuzz tests derandomized (the same examples every run, so a red CI is reproducible);
+# local runs explore new examples each time.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CUTALIGN_SHARED", REPO_ROOT.parent / "shared"))

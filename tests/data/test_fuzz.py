@@ -29,7 +29,8 @@ scalars = (
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=8)
 )
-json_values = st.sampled_from(NASTY) | st.recursive(
+# Copied on every draw: a shared mutable value ({} or []) mutated by one example would leak into others.
+json_values = st.sampled_from(NASTY).map(copy.deepcopy) | st.recursive(
     scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=8,
 )
@@ -64,6 +65,7 @@ def paths(value: Any, prefix: tuple = ()) -> list[tuple]:
 
 
 def mutate(base: Any, path: tuple, value: Any, delete: bool) -> Any:
+    value = copy.deepcopy(value)
     if not path:
         return value
     root = copy.deepcopy(base)
