@@ -27,6 +27,7 @@ def adapter_dir(tmp_path_factory, tiny_model_dir):
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     (path / "cutalign_config.yaml").write_text(yaml.safe_dump({"method": "cut", "template": "alpaca"}))
+    (path / "training_curves.png").write_bytes(b"\x89PNG curves")
     (path / "README.md").write_text("---\nlibrary_name: peft\n---\n\n# CUT\n\nThis LoRA adapter was trained with "
                                     "cutalign.\n\n## Training configuration\n\n| field | value |\n")
     return path
@@ -82,6 +83,7 @@ def test_merge_adapter_writes_a_merged_model_with_its_card_and_config(adapter_di
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     assert not (out / "adapter_config.json").exists()
     assert yaml.safe_load((out / "cutalign_config.yaml").read_text())["method"] == "cut"
+    assert (out / "training_curves.png").read_bytes() == b"\x89PNG curves"  # the card's image is not broken
     card = (out / "README.md").read_text()
     assert "This LoRA adapter" not in card and "library_name: transformers" in card
     assert str(adapter_dir) in card and f"base_model: {tiny_model_dir}" in card

@@ -219,8 +219,9 @@ def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, dtype: str = 
     try:
         model.save_pretrained(str(staging), safe_serialization=True)
         tokenizer.save_pretrained(str(staging))
-        if (adapter_dir / RUN_CONFIG).is_file():
-            shutil.copy2(adapter_dir / RUN_CONFIG, staging / RUN_CONFIG)
+        for name in (RUN_CONFIG, "training_curves.png"):  # the template travels; the card shows the curves
+            if (adapter_dir / name).is_file():
+                shutil.copy2(adapter_dir / name, staging / name)
         base_id = getattr(model.config, "_name_or_path", None) or _adapter_base(adapter_dir)
         (staging / "README.md").write_text(merged_model_card(adapter_dir, base_id), encoding="utf-8")
         _replace_dir(staging, output_dir)
