@@ -10,7 +10,15 @@ from typer.core import TyperCommand, TyperGroup
 
 
 class _PlainHelp:
-    """`--help` is a flag: show it without the `<bool>` type Typer's rich help gives it."""
+    """Flags (`--help`, `--force`, `--do_sample/--no_do_sample`) show without the `<bool>` type Typer's
+    rich help gives them."""
+
+    def get_params(self, ctx: Any) -> Any:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False):
+                param.metavar = ""
+        return params
 
     def get_help_option(self, ctx: Any) -> Any:
         option = super().get_help_option(ctx)  # type: ignore[misc]
