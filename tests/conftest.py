@@ -107,3 +107,16 @@ def served_tiny_model(tiny_model_dir):
 
     with ServedModel(tiny_model_dir).running() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def policy_dir(tmp_path_factory) -> Path:
+    """The online tests' policy: a random tiny Llama with the lab's tokenizer (answers badly, so the judge has work)."""
+    from cutalign.lab.models import tiny_causal_lm
+    from cutalign.lab.tokenizer import build_demo_tokenizer
+
+    path = tmp_path_factory.mktemp("policy")
+    tokenizer = build_demo_tokenizer()
+    tiny_causal_lm(tokenizer, hidden_size=32, seed=1).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

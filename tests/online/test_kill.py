@@ -12,18 +12,6 @@ from helpers import SLOW_JUDGE, fast_args, manifests, run_cli, weights
 
 
 @pytest.fixture(scope="module")
-def policy_dir(tmp_path_factory) -> Path:
-    from cutalign.lab.models import tiny_causal_lm
-    from cutalign.lab.tokenizer import build_demo_tokenizer
-
-    path = tmp_path_factory.mktemp("policy")
-    tokenizer = build_demo_tokenizer()
-    tiny_causal_lm(tokenizer, hidden_size=32, seed=1).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def args(policy_dir) -> list[str]:
     return [*fast_args(policy_dir, judge=SLOW_JUDGE, evaluate=False), "--iterations", "2"]
 

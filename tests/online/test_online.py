@@ -14,17 +14,6 @@ from cutalign.online.manifest import open_run
 STAGES = ("prompts", "generate", "judge", "data", "train", "merge", "eval")
 
 
-@pytest.fixture(scope="module")
-def policy_dir(tmp_path_factory) -> Path:
-    """A random tiny Llama with the lab's tokenizer: answers badly, so the judge has work."""
-    from cutalign.lab.models import tiny_causal_lm
-    from cutalign.lab.tokenizer import build_demo_tokenizer
-
-    path = tmp_path_factory.mktemp("policy")
-    tokenizer = build_demo_tokenizer()
-    tiny_causal_lm(tokenizer, hidden_size=32, seed=1).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def _read(path: Path) -> list[dict]:

@@ -3,22 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from helpers import fast_args
-
-
-@pytest.fixture(scope="module")
-def policy_dir(tmp_path_factory) -> Path:
-    from cutalign.lab.models import tiny_causal_lm
-    from cutalign.lab.tokenizer import build_demo_tokenizer
-
-    path = tmp_path_factory.mktemp("policy")
-    tokenizer = build_demo_tokenizer()
-    tiny_causal_lm(tokenizer, hidden_size=32, seed=1).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 @pytest.mark.slow
