@@ -8,6 +8,8 @@ same real examples, so the figures differ only by how each formulation computes 
   batch (chunked log-probs, ``cut_loss`` paper mode);
 - ``naive-official``: the official code's layout and reduction with full ``[rows, L, V]`` logits;
 - ``sft``: ``model(input_ids, attention_mask, labels=...)`` as transformers computes it;
+- ``trl-dpo``: ``trl.DPOTrainer.training_step`` (via cutalign's ``ilf_dpo`` trainer, a ``DPOTrainer``
+  subclass that only builds the pairs) with a live frozen reference model; see :func:`stand_in_refinements`;
 - ``two-step``: two real ``CUTTrainer`` optimizer steps on the whole data file.
 
 Memory: peak bytes of live tensors allocated during the step (:class:`LiveTensorTracker`; on CUDA
@@ -50,7 +52,8 @@ from cutalign.trainer.base import ensure_pad_token
 from cutalign.trainer.config import CUTConfig
 from cutalign.trainer.cut_trainer import CUTTrainer
 
-STEP_METHODS = ("cut-fake_positive", "cut-instruction_only", "cutalign-sft", "trl-sft", "naive-official", "sft")
+STEP_METHODS = ("cut-fake_positive", "cut-instruction_only", "cutalign-sft", "trl-sft", "trl-dpo", "naive-official",
+                "sft")
 # The row every time / memory ratio is relative to: the same chunked log-probs, MLE only.
 BASELINE = "cutalign-sft"
 TWO_STEP = "two-step"
@@ -332,6 +335,48 @@ def trl_sft_step(model: PreTrainedModel, features: Sequence[Features], tokenizer
     return (lambda: float(trainer.training_step(model, inputs))), inputs["input_ids"].numel()
 
 
+def stand_in_refinements(examples: Sequence[Features], features: Sequence[Features]) -> list[dict[str, Any]]:
+    """The examples with a stand-in ``refinement``: the batch's other response closest in token length.
+
+    ``ilf_dpo`` pairs each example's response y with its refinement y_hat (same prompt, y_hat chosen);
+    ``dpo`` pairs completions of one prompt by score. iter1 has neither a refinement (``i_ans``) nor a
+    ``score``, and no other iteration file repeats one of its instructions, so neither builds a pair.
+    The stand-in keeps ``ilf_dpo``'s pairs -- one per example, the example's own prompt and response,
+    a second real response of about the same length -- so a DPO step computes what it would on real
+    refinements; only the preference's meaning is lost, which a step's cost does not depend on.
+    """
+    lengths = [len(f["completion_ids"]) for f in features]
+    out = []
+    for i, example in enumerate(examples):
+        other = min((j for j in range(len(examples)) if j != i), key=lambda j: (abs(lengths[j] - lengths[i]), j))
+        out.append(dict(example, refinement=examples[other]["completion"], stand_in_from=examples[other]["id"]))
+    return out
+
+
+def trl_dpo_step(model: PreTrainedModel, examples: Sequence[Features], features: Sequence[Features],
+                 tokenizer: PreTrainedTokenizerBase, spec: Mapping[str, Any],
+                 output_dir: str) -> tuple[Callable[[], float], int, int]:
+    """``trl.DPOTrainer.training_step`` on ``ilf_dpo``'s pairs of the batch (stand-in refinements), live
+    reference model (a frozen copy, forward under no-grad each step), TRL's collator and loss.
+
+    Returns the step, the positions computed (policy + reference passes) and the real ones among them.
+    """
+    from cutalign.trainer.dpo import JudgmentDPOConfig, RefinementDPOTrainer
+
+    config = JudgmentDPOConfig(**_trainer_args(spec, output_dir), max_length=spec["max_length"],
+                               precompute_ref_log_probs=False)
+    trainer = RefinementDPOTrainer(model, config, train_dataset=stand_in_refinements(examples, features),
+                                   processing_class=tokenizer)
+    trainer.remove_callback(PrinterCallback)
+    if trainer.ref_model is None or len(trainer.train_dataset) != len(examples):
+        raise RuntimeError(f"expected {len(examples)} pairs and a reference model: {trainer.drop_report.as_dict()}")
+    trainer.current_gradient_accumulation_steps = 1  # set by train(); training_step alone needs it
+    pairs = trainer.train_dataset
+    inputs = send_to_device(trainer.data_collator([pairs[i] for i in range(len(pairs))]), model.device)
+    computed, real = 2 * inputs["input_ids"].numel(), 2 * int(inputs["attention_mask"].sum())
+    return (lambda: float(trainer.training_step(model, inputs))), computed, real
+
+
 def _trainer_args(spec: Mapping[str, Any], output_dir: str) -> dict[str, Any]:
     return dict(output_dir=output_dir, per_device_train_batch_size=spec["batch_size"], use_cpu=spec["device"] == "cpu",
                 report_to=[], save_strategy="no", logging_strategy="no", disable_tqdm=True)
@@ -361,7 +406,7 @@ def measure(spec: Mapping[str, Any], fresh_process: bool = False) -> dict[str, A
 
 def _one_step(model: PreTrainedModel, batch: Sequence[Features], tokenizer: PreTrainedTokenizerBase,
               spec: Mapping[str, Any], output_dir: str, fresh_process: bool) -> dict[str, Any]:
-    step, positions = _step_for(model, batch, tokenizer, spec, output_dir)
+    step, positions, *real = _step_for(model, batch, tokenizer, spec, output_dir)
     model.train()
     rss_before = _current_rss()
     # The first step is the warm-up and the memory measurement: tensor bytes do not depend on
@@ -375,12 +420,14 @@ def _one_step(model: PreTrainedModel, batch: Sequence[Features], tokenizer: PreT
     return {
         "method": spec["method"], "vocab_size": spec["vocab_size"], "loss": loss, "positions": positions,
         "time_s": statistics.median(times), "times_s": times, **probe.figures(rss_before if fresh_process else None),
+        **({"real_positions": real[0]} if real else {}),
     }
 
 
 def _step_for(model: PreTrainedModel, batch: Sequence[Features], tokenizer: PreTrainedTokenizerBase,
-              spec: Mapping[str, Any], output_dir: str) -> tuple[Callable[[], float], int]:
-    """The step closure of ``spec["method"]`` and the token positions its forward passes compute."""
+              spec: Mapping[str, Any], output_dir: str) -> tuple[Any, ...]:
+    """The step closure of ``spec["method"]``, the token positions its forward passes compute and, where
+    the batch is not the examples' own (DPO pairs), the real positions among them."""
     method, device, pad_id = spec["method"], torch.device(spec["device"]), tokenizer.pad_token_id
     if method in ("cut-fake_positive", "cut-instruction_only"):
         return cut_step(model, batch, tokenizer, spec, output_dir)
@@ -390,6 +437,8 @@ def _step_for(model: PreTrainedModel, batch: Sequence[Features], tokenizer: PreT
     features = [builder.build(e, ("plain", "judged")) for e in batch]
     if method == "trl-sft":
         return trl_sft_step(model, features, tokenizer, spec, output_dir)
+    if method == "trl-dpo":
+        return trl_dpo_step(model, batch, features, tokenizer, spec, output_dir)
     if method == "naive-official":
         return naive_official_step(model, features, pad_id, device), math.prod(official_shape(features))
     if method == "sft":

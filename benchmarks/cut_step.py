@@ -377,7 +377,8 @@ def _print_steps(console: Console, steps: dict[str, Any], repeats: int) -> None:
         base = baseline.get(row["vocab_size"])
         time_ratio = f"{row['time_s'] / base['time_s']:.2f}x" if base else "-"
         peak_ratio = f"{row['peak_bytes'] / base['peak_bytes']:.2f}x" if base else "-"
-        useful = f"{steps['real_positions'][row['method']] / row['positions']:.1%}" if row.get("positions") else "-"
+        real = row.get("real_positions", steps["real_positions"].get(row["method"]))
+        useful = f"{real / row['positions']:.1%}" if row.get("positions") and real else "-"
         table.add_row(
             str(row["vocab_size"]), row["method"], f"{row['time_s']:.2f}", _mib(row["peak_bytes"]),
             _mib(row["rss_increase_bytes"]), "x".join(map(str, row["largest_tensor_shape"])),

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cut_step.py"
-STEP_METHODS = ("cut-fake_positive", "cut-instruction_only", "cutalign-sft", "trl-sft", "naive-official", "sft")
+STEP_METHODS = ("cut-fake_positive", "cut-instruction_only", "cutalign-sft", "trl-sft", "trl-dpo", "naive-official",
+                "sft")
 STEP_COLUMNS = ["vocab", "method", "time s (median of 1)", "peak MiB", "RSS +MiB", "largest tensor", "largest MiB",
                 "predicted peak MiB", "positions", "loss", "time / cutalign-sft", "peak / cutalign-sft", "useful"]
 
@@ -66,6 +67,9 @@ def test_smallest_configuration_prints_complete_tables(tmp_path, cut_online_dir,
     # The full-logit formulations' largest tensor is their [rows, L, V] logits; cutalign's is one chunk.
     rows, length = report["steps"]["official_shape"]
     assert by_method["naive-official"]["largest_tensor_shape"] == [rows * length, 32000]
+    # TRL DPO: one pair per example (stand-in refinements), policy + live reference passes.
+    dpo = by_method["trl-dpo"]
+    assert 0 < dpo["real_positions"] <= dpo["positions"] and dpo["loss"] > 0, dpo
     assert by_method["cut-fake_positive"]["largest_tensor_bytes"] < by_method["naive-official"]["largest_tensor_bytes"]
     for row in report["useful_work"]["rows"]:
         for part in (row["all"], row["downsampled"]):
