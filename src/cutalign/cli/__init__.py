@@ -47,6 +47,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # Command groups register themselves on import; each lives in its own module.
+    import cutalign.cli.lab  # noqa: F401
     from cutalign.cli import data, demo, eval, generate, inspect, judge, model, online, refine, serve, train  # noqa: F401
 
     _plain_help(app)
