@@ -47,6 +47,8 @@ METHODS: dict[str, Method] = {
         Method("unlikelihood", "cutalign.trainer.unlikelihood.UnlikelihoodConfig",
                "cutalign.trainer.unlikelihood.UnlikelihoodTrainer",
                "Unlikelihood on every response token of negatives plus MLE on positives."),
+        Method("cut_plus", "cutalign.trainer.cut_plus.CUTPlusConfig", "cutalign.trainer.cut_plus.CUTPlusTrainer",
+               "CUT without imitating the negatives' unflagged tokens (the lab's recipe; weights per term)."),
         Method("judge", "cutalign.trainer.config.MLEConfig", "cutalign.trainer.judge_trainer.JudgeTrainer",
                "An AI judge: judgment + Yes./No. given [x, y] (`cutalign train-judge` adds held-out agreement)."),
     )
