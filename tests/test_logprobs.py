@@ -430,3 +430,64 @@ def test_no_grad_pass_keeps_only_the_final_hidden_states() -> None:
                 token_logprobs(model, block)
         peaks.append(tracker.peak)
     assert peaks[1] - peaks[0] >= 6 * layer_bytes, peaks
+
+
+def test_in_place_logsumexp_is_bit_identical_to_torch() -> None:
+    """`_logsumexp_` saves a [chunk, V] buffer only if it stays exactly torch.logsumexp."""
+    from cutalign.logprobs import _logsumexp_
+
+    gen = torch.Generator().manual_seed(0)
+    for shape, dtype in (((64, 5000), torch.float32), ((7, 301), torch.float64), ((3, 32000), torch.bfloat16)):
+        x = (torch.randn(shape, generator=gen) * 8).to(dtype)
+        x[0, :] = float("-inf")
+        x[1, 3] = float("inf")
+        assert torch.equal(_logsumexp_(x.clone()), torch.logsumexp(x, dim=-1)), (shape, dtype)
+
+
+def test_chunked_head_holds_one_chunk_of_logits_at_a_time() -> None:
+    """Forward and backward: one [chunk, V] logits buffer alive, never the next beside the last."""
+    n, hidden_size, vocab, chunk = 64, 8, 5000, 16
+    hidden, head, targets = random_head_inputs(n, hidden_size, vocab)
+    tracker = PeakLive()
+    with tracker:
+        chunked_head_logprobs(hidden, head, targets, chunk_size=chunk).sum().backward()
+    one_chunk, weight_grad = chunk * vocab * 4, vocab * hidden_size * 4
+    assert tracker.peak < 1.5 * one_chunk + weight_grad + 64 * 1024, (tracker.peak, one_chunk)
+
+
+def test_packed_sdpa_block_shares_one_mask_with_identical_results(monkeypatch) -> None:
+    """A packed sdpa block gets one float mask for all layers: same log-probs and gradients, bit
+    for bit, as transformers' own mask (converted per layer), and (layers - 1) masks less memory."""
+    import cutalign.logprobs as logprobs
+
+    torch.manual_seed(0)
+    layers, lengths = 4, [120, 90, 70]
+    model = AutoModelForCausalLM.from_config(
+        LlamaConfig(vocab_size=VOCAB, **{**SMALL, "num_hidden_layers": layers}), attn_implementation="sdpa")
+    padded = make_block(VOCAB, lengths=lengths, prompt=5)
+    width = max(lengths)
+    rows = [padded["input_ids"][r, :n] for r, n in enumerate(lengths)]
+    offsets = torch.tensor([0, *lengths]).cumsum(0)
+    packed = {
+        "input_ids": torch.cat(rows)[None],
+        "position_ids": torch.cat([torch.arange(n) for n in lengths])[None],
+        "logit_index": torch.cat([offsets[r] + padded["logit_index"][padded["logit_index"] // width == r] % width
+                                  for r in range(len(lengths))]),
+        "target_ids": padded["target_ids"],
+    }
+    weights = torch.randn(packed["target_ids"].shape[0], generator=torch.Generator().manual_seed(1))
+    results = []
+    for shared in (True, False):
+        if not shared:
+            monkeypatch.setattr(logprobs, "_packed_sdpa_mask", lambda model, block: None)
+        tracker = PeakLive()
+        with tracker:
+            values = token_logprobs(model, packed, chunk_size=64)
+            grads = grads_of(model, values, weights)
+        results.append((values.detach(), grads, tracker.peak))
+    (ours, our_grads, our_peak), (theirs, their_grads, their_peak) = results
+    assert torch.equal(ours, theirs)
+    assert our_grads.keys() == their_grads.keys() and all(torch.equal(g, their_grads[k]) for k, g in our_grads.items())
+    length = sum(lengths)
+    assert their_peak - our_peak >= (layers - 1.5) * length * length * 4, (our_peak, their_peak)
+    torch.testing.assert_close(ours, token_logprobs(model, padded, chunk_size=64), atol=1e-5, rtol=1e-5)

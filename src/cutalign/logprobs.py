@@ -106,7 +106,7 @@ def _final_hidden_states(model: nn.Module, block: Mapping[str, Tensor]) -> tuple
     """
     decoder = _decoder(model)
     if decoder is None:
-        outputs = model(**_model_inputs(block), output_hidden_states=True, logits_to_keep=1, use_cache=False)
+        outputs = model(**_model_inputs(block, model), output_hidden_states=True, logits_to_keep=1, use_cache=False)
         return outputs.hidden_states[-1], outputs
     captured: list[Tensor] = []
 
@@ -115,7 +115,7 @@ def _final_hidden_states(model: nn.Module, block: Mapping[str, Tensor]) -> tuple
 
     handle = decoder.register_forward_hook(keep_last)
     try:
-        outputs = model(**_model_inputs(block), logits_to_keep=1, use_cache=False)
+        outputs = model(**_model_inputs(block, model), logits_to_keep=1, use_cache=False)
     finally:
         handle.remove()
     if len(captured) != 1:
@@ -355,6 +355,7 @@ class _ChunkedLinearLogprobs(torch.autograd.Function):
                     grad_hidden[rows] = d_logits @ w
                 if need_weight:
                     grad_weight.addmm_(d_logits.t(), h)
+                del logits, squashed, d_logits  # else the next chunk's logits are allocated beside them
         return (
             grad_hidden,
             None if grad_weight is None else grad_weight.to(weight.dtype),
@@ -373,10 +374,25 @@ def _linear_forward(
     logprobs = torch.empty(hidden.shape[0], dtype=_upcast_dtype(dtype), device=hidden.device)
     lse = torch.empty_like(logprobs)
     for rows in _chunks(hidden.shape[0], chunk_size):
-        logits, _ = _chunk_logits(hidden[rows].to(dtype), w, b, softcap)
-        lse[rows] = torch.logsumexp(logits, dim=-1)
-        logprobs[rows] = logits.gather(1, targets[rows, None]).squeeze(1) - lse[rows]
+        logits = _chunk_logits(hidden[rows].to(dtype), w, b, softcap)[0]
+        target_logits = logits.gather(1, targets[rows, None]).squeeze(1)
+        lse[rows] = _logsumexp_(logits)
+        logprobs[rows] = target_logits - lse[rows]
+        del logits  # before the next chunk's logits exist
     return logprobs, lse
+
+
+def _logsumexp_(logits: Tensor) -> Tensor:
+    """``torch.logsumexp(logits, -1)`` computed in ``logits``' own buffer (which it overwrites).
+
+    ``torch.logsumexp`` allocates a second ``[chunk, V]`` tensor for ``exp(logits - max)``; these are
+    its exact steps (aten's ``logsumexp_out_impl``), in place, so the result is bit-identical
+    (``tests/test_logprobs.py`` checks it against ``torch.logsumexp``).
+    """
+    maxes = logits.amax(dim=-1, keepdim=True)
+    maxes.masked_fill_(maxes.abs() == float("inf"), 0)
+    total = logits.sub_(maxes).exp_().sum(dim=-1)
+    return total.log_().add_(maxes.squeeze(-1))
 
 
 def _chunk_logits(h: Tensor, w: Tensor, b: Tensor | None, softcap: float | None) -> tuple[Tensor, Tensor | None]:
@@ -438,12 +454,42 @@ def _verify_head_once(head: nn.Module, softcap: float | None, last_hidden: Tenso
     _VERIFIED_HEADS.add(head)
 
 
-def _model_inputs(block: Mapping[str, Tensor]) -> dict[str, Tensor | None]:
-    return {
-        "input_ids": block["input_ids"],
-        "attention_mask": block.get("attention_mask"),
-        "position_ids": block.get("position_ids"),
-    }
+def _model_inputs(block: Mapping[str, Tensor], model: nn.Module | None = None) -> dict[str, Tensor | None]:
+    """The model's keyword arguments; a packed block on sdpa gets :func:`_packed_sdpa_mask`."""
+    mask = block.get("attention_mask")
+    if mask is None and model is not None:
+        mask = _packed_sdpa_mask(model, block)
+    return {"input_ids": block["input_ids"], "attention_mask": mask, "position_ids": block.get("position_ids")}
+
+
+def _packed_sdpa_mask(model: nn.Module, block: Mapping[str, Tensor]) -> Tensor | None:
+    """One additive ``[R, 1, L, L]`` mask (0 / -inf: causal within each packed sequence) for every layer.
+
+    Why: for a packed row transformers builds a boolean mask, and torch's sdpa converts it to a float
+    ``[L, L]`` mask in every layer, each saved for backward -- ``layers x L^2 x 4`` bytes (176 MiB for
+    2 layers at L = 4803; 2 GiB for 24). Passing the converted mask once makes every layer share it.
+    The values are exactly those of torch's conversion, so outputs and gradients are unchanged. Only
+    for plain sdpa full attention outside autocast (the mask must be in the query dtype).
+    """
+    position_ids = block.get("position_ids")
+    config = getattr(model, "config", None)
+    if position_ids is None or config is None or getattr(config, "_attn_implementation", None) != "sdpa":
+        return None
+    if getattr(config, "sliding_window", None) is not None or any(
+            kind != "full_attention" for kind in getattr(config, "layer_types", None) or ()):
+        return None
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    weight = getattr(embeddings, "weight", None)
+    if not isinstance(weight, Tensor) or torch.is_autocast_enabled(weight.device.type) or is_sharded(model):
+        return None
+    starts = torch.ones_like(position_ids, dtype=torch.bool)
+    starts[:, 1:] = position_ids[:, 1:] - position_ids[:, :-1] != 1  # as transformers detects packed sequences
+    sequence = starts.cumsum(dim=1)
+    length = position_ids.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=position_ids.device).tril_()
+    allowed = (sequence[:, :, None] == sequence[:, None, :]) & causal
+    mask = torch.zeros(allowed.shape, dtype=weight.dtype, device=position_ids.device)
+    return mask.masked_fill_(allowed.logical_not_(), float("-inf"))[:, None]
 
 
 def _linear_parameters(head: nn.Module | Tensor) -> tuple[Tensor | None, Tensor | None]:
