@@ -46,7 +46,9 @@ def test_small_demo_writes_both_models_the_judged_samples_and_its_figures(small_
     cut, sft = figures["cut"], figures["sft"]
     assert cut["examples"] + sum(cut["drops"].values()) == figures["samples"]
     if sft["examples"]:
-        assert sft["drops"]["negative_excluded"] == figures["negatives"]
+        empty = cut["drops"].get("empty_response", 0)  # an empty answer is wrong, and dropped before the label
+        assert sft["drops"].get("empty_response", 0) == empty
+        assert sft["drops"]["negative_excluded"] == figures["negatives"] - empty
         assert sft["examples"] + sum(sft["drops"].values()) == figures["samples"]
     n, k = figures["facts"], figures["targeted_facts"]
     assert 0 < k < n
