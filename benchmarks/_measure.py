@@ -56,6 +56,8 @@ STEP_METHODS = ("cut-fake_positive", "cut-instruction_only", "cutalign-sft", "tr
                 "sft")
 # The row every time / memory ratio is relative to: the same chunked log-probs, MLE only.
 BASELINE = "cutalign-sft"
+# The second reference: what a user would run instead of CUT on the same examples.
+DPO = "trl-dpo"
 TWO_STEP = "two-step"
 IGNORE_INDEX = -100
 Features = Mapping[str, Any]
@@ -151,6 +153,7 @@ def quiet() -> None:
     """No progress bars or trainer warnings in the benchmark's output (drops are reported in its tables)."""
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()  # e.g. "Writing model shards" when the epoch run saves
     logging.getLogger("cutalign").setLevel(logging.ERROR)
 
 
@@ -278,10 +281,21 @@ def cut_config(spec: Mapping[str, Any], output_dir: str, **overrides: Any) -> CU
     return CUTConfig(**(args | overrides))
 
 
+def lora_config(spec: Mapping[str, Any]) -> Any | None:
+    """LoRA on every attention projection when ``spec["lora_r"]`` is set (the realistic-size rows)."""
+    if not spec.get("lora_r"):
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=spec["lora_r"], lora_alpha=2 * spec["lora_r"], lora_dropout=0.0, task_type="CAUSAL_LM",
+                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
 def new_cut_trainer(model: PreTrainedModel, config: CUTConfig, examples: Sequence[Features],
-                    tokenizer: PreTrainedTokenizerBase) -> CUTTrainer:
+                    tokenizer: PreTrainedTokenizerBase, peft_config: Any | None = None) -> CUTTrainer:
     """A ``CUTTrainer`` that prints nothing (``tokenizer`` from :func:`load_tokenizer`: it has a pad token)."""
-    trainer = CUTTrainer(model, config, train_dataset=list(examples), processing_class=tokenizer)
+    trainer = CUTTrainer(model, config, train_dataset=list(examples), processing_class=tokenizer,
+                         peft_config=peft_config)
     trainer.remove_callback(PrinterCallback)
     return trainer
 
@@ -292,13 +306,13 @@ def cut_step(model: PreTrainedModel, examples: Sequence[Features], tokenizer: Pr
     and the token positions its forward passes compute."""
     mode = spec["method"].removeprefix("cut-")
     config = cut_config(spec, output_dir, misalign_mode=mode, positive_ratio=None)
-    trainer = new_cut_trainer(model, config, examples, tokenizer)
+    trainer = new_cut_trainer(model, config, examples, tokenizer, lora_config(spec))
     views = trainer.train_dataset
     if len(views) != len(examples):
         raise RuntimeError(f"CUTTrainer dropped examples of the batch: {trainer.drop_report.as_dict()}")
     inputs = send_to_device(trainer.data_collator([views[i] for i in range(len(views))]), model.device)
     positions = sum(inputs[key]["input_ids"].numel() for key in ("grad", "nograd") if key in inputs)
-    return (lambda: float(trainer.training_step(model, inputs))), positions
+    return (lambda: float(trainer.training_step(trainer.model, inputs))), positions
 
 
 def cutalign_sft_step(model: PreTrainedModel, examples: Sequence[Features], tokenizer: PreTrainedTokenizerBase,
@@ -365,16 +379,17 @@ def trl_dpo_step(model: PreTrainedModel, examples: Sequence[Features], features:
 
     config = JudgmentDPOConfig(**_trainer_args(spec, output_dir), max_length=spec["max_length"],
                                precompute_ref_log_probs=False)
+    peft_config = lora_config(spec)  # with LoRA the reference is the base model, adapters disabled
     trainer = RefinementDPOTrainer(model, config, train_dataset=stand_in_refinements(examples, features),
-                                   processing_class=tokenizer)
+                                   processing_class=tokenizer, peft_config=peft_config)
     trainer.remove_callback(PrinterCallback)
-    if trainer.ref_model is None or len(trainer.train_dataset) != len(examples):
+    if (trainer.ref_model is None and peft_config is None) or len(trainer.train_dataset) != len(examples):
         raise RuntimeError(f"expected {len(examples)} pairs and a reference model: {trainer.drop_report.as_dict()}")
     trainer.current_gradient_accumulation_steps = 1  # set by train(); training_step alone needs it
     pairs = trainer.train_dataset
     inputs = send_to_device(trainer.data_collator([pairs[i] for i in range(len(pairs))]), model.device)
     computed, real = 2 * inputs["input_ids"].numel(), 2 * int(inputs["attention_mask"].sum())
-    return (lambda: float(trainer.training_step(model, inputs))), computed, real
+    return (lambda: float(trainer.training_step(trainer.model, inputs))), computed, real
 
 
 def _trainer_args(spec: Mapping[str, Any], output_dir: str) -> dict[str, Any]:
@@ -419,6 +434,8 @@ def _one_step(model: PreTrainedModel, batch: Sequence[Features], tokenizer: PreT
         times.append(seconds)
     return {
         "method": spec["method"], "vocab_size": spec["vocab_size"], "loss": loss, "positions": positions,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "time_s": statistics.median(times), "times_s": times, **probe.figures(rss_before if fresh_process else None),
         **({"real_positions": real[0]} if real else {}),
     }

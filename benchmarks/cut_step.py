@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
+import _epoch
 import _measure as m
 import datasets
 import torch
@@ -38,7 +39,10 @@ from cutalign.demo.assets import tiny_causal_lm
 SHARED = Path(os.environ.get("CUTALIGN_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 DEFAULT_DATA = SHARED / "data" / "cut-online" / "train-alpaca-sample-iter1.json"
 DEFAULT_TOKENIZER = SHARED / "tokenizers" / "llama2"
-SECTIONS = ("steps", "useful-work", "two-step")
+SECTIONS = ("steps", "useful-work", "two-step", "epoch")
+# Opt-in: a ~0.5B model, minutes per step on a CPU.
+OPTIONAL_SECTIONS = ("realistic",)
+REALISTIC_METHODS = ("cut-fake_positive", "cut-instruction_only", "trl-dpo")
 GIB = 2**30
 MIB = 2**20
 # The full-logit formulations hold three [rows, L, V] fp32 tensors at their peak (logits and their
@@ -68,6 +72,12 @@ def main(
     sections: Annotated[str, typer.Option(help="Comma-separated sections to run.")] = ",".join(SECTIONS),
     examples: Annotated[int | None, typer.Option(help="Use only the first N examples of the data (quick runs).")] = None,
     two_step_vocab_size: Annotated[int, typer.Option(help="Vocabulary of the model in the two-step section.")] = 128256,
+    epoch_examples: Annotated[int, typer.Option(help="Epoch section: the first N usable examples.")] = 48,
+    epoch_max_length: Annotated[int, typer.Option(help="Epoch section: only examples whose views fit.")] = 1024,
+    epoch_vocab_size: Annotated[int, typer.Option(help="Epoch section: the tiny model's vocabulary.")] = 32000,
+    realistic: Annotated[str, typer.Option(
+        help="Realistic section (opt-in: --sections realistic): hidden,layers,heads,vocab,batch,max_length,lora_r "
+             "of the random Llama, the batch and LoRA.")] = "1024,14,16,128256,4,256,16",
     device: Annotated[str, typer.Option(help="'cpu', 'cuda' or 'auto'.")] = "auto",
     dtype: Annotated[str, typer.Option(help="Model dtype: float32 or bfloat16.")] = "float32",
     in_process: Annotated[bool, typer.Option(help="Measure in this process (faster; no RSS column).")] = False,
@@ -75,7 +85,7 @@ def main(
 ) -> None:
     m.quiet()
     started = time.perf_counter()
-    chosen = _choices(sections, SECTIONS, "section")
+    chosen = _choices(sections, SECTIONS + OPTIONAL_SECTIONS, "section")
     step_methods, vocabs = _choices(methods, m.STEP_METHODS, "method"), _ints(vocab_sizes)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     spec = dict(tokenizer=str(tokenizer), data=str(data), examples_limit=examples, batch_size=batch_size,
@@ -102,6 +112,13 @@ def main(
         _progress(f"two CUTTrainer steps at vocab {two_step_vocab_size}")
         report["two_step"] = _measure_one(dict(spec, method=m.TWO_STEP, vocab_size=two_step_vocab_size), in_process)
         _print_two_step(console, report["two_step"])
+    if "epoch" in chosen:
+        epoch_spec = dict(spec, max_length=epoch_max_length, vocab_size=epoch_vocab_size)
+        report["epoch"] = epoch_section(epoch_spec, canonical, tok, epoch_examples)
+        _print_epoch(console, report["epoch"])
+    if "realistic" in chosen:
+        report["realistic"] = realistic_section(spec, canonical, tok, _ints(realistic), in_process)
+        _print_realistic(console, report["realistic"])
     report["wall_time_s"] = time.perf_counter() - started
     console.print(f"\nwall time: {report['wall_time_s']:.0f} s")
     if json_path is not None:
@@ -125,22 +142,31 @@ def select_batch(canonical: Sequence[dict], tok: Any, spec: dict) -> tuple[list[
 
 
 def predicted_peak(method: str, features: Sequence[dict], vocab_size: int, hidden_size: int,
-                   calibration: tuple[int, int] | None) -> tuple[int, str] | None:
+                   calibration: tuple[int, int, int] | None) -> tuple[int, str] | None:
     """Predicted step peak of a full-logit method and its basis (None for cutalign's chunked log-probs).
 
-    With ``calibration = (vocab, measured peak)`` of the same method on the same batch, the peak grows
+    With ``calibration = (vocab, measured peak, positions)`` of the same method on the same batch, the peak grows
     by the vocabulary-proportional tensors: three ``[rows, L, V]`` fp32 copies and the gradients of
     the embedding and the LM head. Without one, three logits copies alone are a lower bound.
     """
-    shape = {"naive-official": m.official_shape, "sft": m.sft_shape}.get(method)
+    shape = {"naive-official": m.official_shape, "sft": m.sft_shape, "trl-sft": m.sft_shape,
+             "trl-dpo": dpo_shape_bound}.get(method)
     if shape is None:
         return None
     rows, length = shape(features)
     if calibration is None:
         return FULL_LOGIT_COPIES * rows * length * vocab_size * 4, "lower bound"
-    measured_vocab, measured_peak = calibration
+    measured_vocab, measured_peak, measured_positions = calibration
+    if method == "trl-dpo":  # the measured row's positions: policy + reference passes of the same shape
+        rows, length = 1, measured_positions // 2
     per_token = FULL_LOGIT_COPIES * rows * length * 4 + 2 * hidden_size * 4
     return measured_peak + (vocab_size - measured_vocab) * per_token, f"from vocab {measured_vocab}"
+
+
+def dpo_shape_bound(features: Sequence[dict]) -> tuple[int, int]:
+    """A lower bound on the policy's ``(rows, L)`` in a TRL DPO step: chosen + rejected rows, each at
+    least as long as the longest response (the exact shape is known once the row has been measured)."""
+    return 2 * len(features), max(len(f["completion_ids"]) for f in features) + 1
 
 
 def step_section(spec: dict, canonical: Sequence[dict], tok: Any, vocab_sizes: Sequence[int],
@@ -161,7 +187,7 @@ def step_section(spec: dict, canonical: Sequence[dict], tok: Any, vocab_sizes: S
             _progress(f"measuring {method} at vocab {vocab_size}")
             row |= _measure_one(dict(spec, method=method, vocab_size=vocab_size,
                                      example_ids=[e["id"] for e in batch]), in_process)
-            calibration[method] = (vocab_size, row["peak_bytes"])
+            calibration[method] = (vocab_size, row["peak_bytes"], row["positions"])
             rows.append(row)
     return {
         "example_ids": [e["id"] for e in batch], "negatives": sum(bool(f["is_negative"]) for f in features),
@@ -326,6 +352,52 @@ def _official_row(label: str, halves: Sequence[tuple[int, int]], negative: Seque
             "downsampled": official_positions(halves, kept, batch_size, multiple, seed)}
 
 
+# ---------------------------------------------------------------------------------------------- epoch, realistic
+def epoch_section(spec: dict, canonical: Sequence[dict], tok: Any, count: int) -> dict[str, Any]:
+    """A real CUT epoch (``cutalign.api.train``) vs the official layout over the same first examples."""
+    usable = usable_examples(canonical, tok, spec["max_length"])[:count]
+    if not usable:
+        raise typer.BadParameter(f"no example of {spec['data']} fits --epoch-max-length {spec['max_length']}")
+    _progress(f"epoch over {len(usable)} examples (cutalign train x2, official layout)")
+    figures = _epoch.epoch_figures(spec, [e for e, _ in usable], [f for _, f in usable])
+    return figures | {"max_length": spec["max_length"], "vocab_size": spec["vocab_size"]}
+
+
+def balanced_batch(canonical: Sequence[dict], tok: Any, spec: dict) -> tuple[list[dict], list[dict]]:
+    """Half negatives (rounded up), half positives, each a ``random.Random(seed).sample``, in file order."""
+    usable = usable_examples(canonical, tok, spec["max_length"])
+    rng = random.Random(spec["seed"])
+    negative_count = -(-spec["batch_size"] // 2)
+    picked = []
+    for wanted, count in ((True, negative_count), (False, spec["batch_size"] - negative_count)):
+        pool = [i for i, (_, f) in enumerate(usable) if bool(f["is_negative"]) is wanted]
+        if len(pool) < count:
+            raise typer.BadParameter(f"only {len(pool)} {'negative' if wanted else 'positive'} examples fit "
+                                     f"{spec['max_length']} tokens, need {count}")
+        picked += rng.sample(pool, count)
+    return [usable[i][0] for i in sorted(picked)], [usable[i][1] for i in sorted(picked)]
+
+
+def realistic_section(spec: dict, canonical: Sequence[dict], tok: Any, sizes: Sequence[int],
+                      in_process: bool) -> dict[str, Any]:
+    """CUT (both modes) vs TRL DPO at a realistic size: a random ~0.5B Llama, LoRA for both, short rows."""
+    if len(sizes) != 7:
+        raise typer.BadParameter("--realistic takes 7 integers: hidden,layers,heads,vocab,batch,max_length,lora_r")
+    hidden, layers, heads, vocab, batch_size, max_length, lora_r = sizes
+    big = dict(spec, hidden_size=hidden, num_layers=layers, num_heads=heads, batch_size=batch_size,
+               max_length=max_length, lora_r=lora_r, repeats=1)
+    batch, features = balanced_batch(canonical, tok, big)
+    rows = []
+    for method in REALISTIC_METHODS:
+        _progress(f"realistic size: measuring {method} ({hidden}x{layers}, vocab {vocab}, LoRA r={lora_r})")
+        rows.append(_measure_one(dict(big, method=method, vocab_size=vocab, example_ids=[e["id"] for e in batch]),
+                                 in_process))
+    return {"hidden_size": hidden, "num_layers": layers, "num_heads": heads, "vocab_size": vocab,
+            "lora_r": lora_r, "batch_size": batch_size, "max_length": max_length,
+            "example_ids": [e["id"] for e in batch], "negatives": sum(bool(f["is_negative"]) for f in features),
+            "rows": rows}
+
+
 # ---------------------------------------------------------------------------------------------- output
 def machine_info(device: str) -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
@@ -350,7 +422,7 @@ def _machine_line(info: dict[str, Any]) -> str:
 def _table(title: str, columns: Iterable[str]) -> Table:
     table = Table(title=title, box=box.MARKDOWN, title_justify="left")
     for column in columns:
-        table.add_column(column, justify="left" if column in ("method", "layout") else "right")
+        table.add_column(column, justify="left" if column in ("method", "layout", "run") else "right")
     return table
 
 
@@ -366,24 +438,26 @@ def _print_steps(console: Console, steps: dict[str, Any], repeats: int) -> None:
     table = _table("One training step (forward + backward)", [
         "vocab", "method", f"time s (median of {repeats})", "peak MiB", "RSS +MiB", "largest tensor",
         "largest MiB", "predicted peak MiB", "positions", "loss", f"time / {m.BASELINE}", f"peak / {m.BASELINE}",
-        "useful"])
-    baseline = {r["vocab_size"]: r for r in steps["rows"] if r["method"] == m.BASELINE and "skipped" not in r}
+        f"time / {m.DPO}", f"peak / {m.DPO}", "useful"])
+    measured = [r for r in steps["rows"] if "skipped" not in r]
+    baselines = [{r["vocab_size"]: r for r in measured if r["method"] == name} for name in (m.BASELINE, m.DPO)]
     for row in steps["rows"]:
         predicted = _predicted_cell(row)
         if "skipped" in row:
             table.add_row(str(row["vocab_size"]), row["method"], "not run", row["skipped"], "", "", "", predicted,
-                          "", "", "", "", "")
+                          *[""] * 8)
             continue
-        base = baseline.get(row["vocab_size"])
-        time_ratio = f"{row['time_s'] / base['time_s']:.2f}x" if base else "-"
-        peak_ratio = f"{row['peak_bytes'] / base['peak_bytes']:.2f}x" if base else "-"
+        ratios = []
+        for baseline in baselines:
+            base = baseline.get(row["vocab_size"])
+            ratios += [f"{row[key] / base[key]:.2f}x" if base else "-" for key in ("time_s", "peak_bytes")]
         real = row.get("real_positions", steps["real_positions"].get(row["method"]))
         useful = f"{real / row['positions']:.1%}" if row.get("positions") and real else "-"
         table.add_row(
             str(row["vocab_size"]), row["method"], f"{row['time_s']:.2f}", _mib(row["peak_bytes"]),
             _mib(row["rss_increase_bytes"]), "x".join(map(str, row["largest_tensor_shape"])),
             _mib(row["largest_tensor_bytes"]), predicted, f"{row['positions']:,}", f"{row['loss']:.3f}",
-            time_ratio, peak_ratio, useful)
+            *ratios, useful)
     console.print(table)
 
 
@@ -417,6 +491,37 @@ def _print_two_step(console: Console, run: dict[str, Any]) -> None:
         f"{'x'.join(map(str, run['largest_tensor_shape']))} = {_mib(run['largest_tensor_bytes'])} MiB.\n"
         f"The naive official formulation on the same batches (official layouts {run['official_shapes']}): "
         f"predicted peak {_mib(naive)} MiB for its logits work alone ({naive / run['peak_bytes']:.0f}x).")
+
+
+def _print_epoch(console: Console, epoch: dict[str, Any]) -> None:
+    console.print(
+        f"\nOne training epoch over the first {epoch['examples']} usable examples (views <= {epoch['max_length']} "
+        f"tokens, {epoch['negatives']} negatives, {epoch['plain_tokens']:,} prompt+response (x+y) tokens), vocab {epoch['vocab_size']}, "
+        f"AdamW lr {epoch['learning_rate']:g}")
+    table = _table("One epoch: cutalign train vs the official layout",
+                   ["run", "steps", "epoch s", "x+y tokens/s", "speed / official", "loss"])
+    for row in epoch["rows"]:
+        table.add_row(row["run"], str(row["steps"]), f"{row['seconds']:.1f}", f"{row['tokens_per_s']:,.0f}",
+                      f"{row['speedup']:.2f}x", f"{row['loss']:.3f}")
+    console.print(table)
+
+
+def _print_realistic(console: Console, real: dict[str, Any]) -> None:
+    first = real["rows"][0]
+    console.print(
+        f"\nRealistic size: random Llama, {first['parameters'] / 1e6:,.0f}M parameters (hidden {real['hidden_size']}, "
+        f"{real['num_layers']} layers, vocab {real['vocab_size']}), LoRA r={real['lora_r']} on q/k/v/o for both; "
+        f"batch {real['batch_size']} examples {real['example_ids']} ({real['negatives']} negatives), views <= "
+        f"{real['max_length']} tokens; time of 1 step after a warm-up step")
+    table = _table("CUT vs TRL DPO at a realistic size (forward + backward)",
+                   ["method", "time s", "peak MiB", "RSS +MiB", "positions", "trainable", "time / trl-dpo",
+                    "peak / trl-dpo"])
+    dpo = next((r for r in real["rows"] if r["method"] == m.DPO), None)
+    for row in real["rows"]:
+        ratios = [f"{row[key] / dpo[key]:.2f}x" if dpo else "-" for key in ("time_s", "peak_bytes")]
+        table.add_row(row["method"], f"{row['time_s']:.1f}", _mib(row["peak_bytes"]), _mib(row["rss_increase_bytes"]),
+                      f"{row['positions']:,}", f"{row['trainable_parameters']:,}", *ratios)
+    console.print(table)
 
 
 def _progress(message: str) -> None:
