@@ -40,6 +40,8 @@ def cut_plus_loss(
     align_p_weight: float = 1.0,
     kl_per_token: Tensor | None = None,
     kl_weight: float = 0.0,
+    distill_per_token: Tensor | None = None,
+    distill_weight: float = 0.0,
 ) -> CUTLossOutput:
     """Per example, over its response length N (then the mean over the B examples):
 
@@ -49,10 +51,13 @@ def cut_plus_loss(
     with U and ``w_t = alpha * p(y_t|x,j-)^gamma`` exactly as in :func:`cutalign.losses.cut_loss`
     (``m = a_n = a_p = 1`` gives its paper-mode loss). Inputs are those of ``cut_loss``; with
     ``kl_weight`` > 0, ``kl_per_token`` ``[B, T]`` (e.g. KL(p_base || p) of the plain context per token)
-    adds ``kl_weight * sum_{t not in U} kl_t`` to every example (all of a positive's tokens).
+    adds ``kl_weight * sum_{t not in U} kl_t`` to every example (all of a positive's tokens); with
+    ``distill_weight`` > 0, ``distill_per_token`` ``[B, T]`` (KL(sg p(.|x,j-) || p(.|x)) per token: the
+    model's own reading of the judgment as a soft target) adds ``distill_weight * sum_t d_t`` to every negative.
     """
     for name, value in (("negative_mle_weight", negative_mle_weight), ("align_n_weight", align_n_weight),
-                        ("align_p_weight", align_p_weight), ("kl_weight", kl_weight)):
+                        ("align_p_weight", align_p_weight), ("kl_weight", kl_weight),
+                        ("distill_weight", distill_weight)):
         if not value >= 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
     valid = response_mask
@@ -77,6 +82,11 @@ def cut_plus_loss(
             raise ValueError("kl_weight > 0 needs kl_per_token with the shape of response_mask")
         kl = torch.where(valid & ~unlikely, kl_per_token.to(dtype), 0.0)
         row_loss = row_loss + kl_weight * kl.sum(dim=1) / length
+    if distill_weight > 0:
+        if distill_per_token is None or distill_per_token.shape != valid.shape:
+            raise ValueError("distill_weight > 0 needs distill_per_token with the shape of response_mask")
+        distill = torch.where(negative_tokens, distill_per_token.to(dtype), 0.0)
+        row_loss = row_loss + distill_weight * distill.sum(dim=1) / length
     loss = row_loss.mean()
     num_negative = negative_tokens.sum()
     num_unlikely = unlikely.sum()
@@ -111,6 +121,12 @@ class CUTPlusConfig(CUTConfig):
                           "(self-distillation to the frozen starting model; one more no-grad pass, full-vocabulary "
                           "logits of the plain rows)."},
     )
+    distill_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight of KL(sg p(.|x,j-) || p(.|x)) on every token of a negative: self-distillation "
+                          "from the judged context (the model's own reading of the judgment as a soft target; "
+                          "full-vocabulary logits of the plain and judged rows)."},
+    )
 
     def __post_init__(self) -> None:
         if self.mode != "paper":
@@ -118,7 +134,7 @@ class CUTPlusConfig(CUTConfig):
         switches = ("no_l1", "no_align_p", "no_align_n", "no_detection", "no_dynamic_weight")
         if any(getattr(self, name) for name in switches):
             raise ValueError(f"cut_plus sets its terms by weight; the CUT ablation switches {switches} must stay off")
-        for name in ("negative_mle_weight", "align_n_weight", "align_p_weight", "kl_weight"):
+        for name in ("negative_mle_weight", "align_n_weight", "align_p_weight", "kl_weight", "distill_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         super().__post_init__()
@@ -144,6 +160,8 @@ class CUTPlusTrainer(CUTTrainer):
         args: CUTPlusConfig = self.args
         logps = self.context_logps(model, inputs)
         kl = self._plain_kl(model, inputs, logps) if args.kl_weight > 0 else None
+        distill = self._judged_distill(inputs, logps) if args.distill_weight > 0 else None
+        self._full_source = None
         logp_plain, mask = logps["plain"]
         length = logp_plain.shape[1]
         logp_judged = _fit(logps.get("judged"), length, like=logp_plain)
@@ -152,13 +170,13 @@ class CUTPlusTrainer(CUTTrainer):
             logp_plain, logp_judged, logp_misaligned, mask, inputs["is_negative"], threshold=args.threshold,
             alpha=args.alpha, gamma=args.gamma, negative_mle_weight=args.negative_mle_weight,
             align_n_weight=args.align_n_weight, align_p_weight=args.align_p_weight, kl_per_token=kl,
-            kl_weight=args.kl_weight,
+            kl_weight=args.kl_weight, distill_per_token=distill, distill_weight=args.distill_weight,
         )
         return out.loss, out.metrics()
 
     def context_logps(self, model: nn.Module, inputs: dict[str, Any]) -> ContextLogps:
-        """As CUT's, but with the KL term the gradient pass also keeps its full-vocabulary log-probs."""
-        if self.args.kl_weight <= 0:
+        """As CUT's, but with the KL or distillation term the gradient pass keeps its full-vocabulary log-probs."""
+        if self.args.kl_weight <= 0 and self.args.distill_weight <= 0:
             return super().context_logps(model, inputs)
         nograd = {k: v for k, v in inputs.items() if k != "grad"}
         out = super().context_logps(model, nograd) if self.nograd_contexts else {}
@@ -167,13 +185,12 @@ class CUTPlusTrainer(CUTTrainer):
         self._count_tokens(block)
         values = logprobs.gather(1, block["target_ids"][:, None])[:, 0]
         out.update(block_to_matrices(values, block, self.grad_contexts, int(inputs["is_negative"].shape[0])))
-        self._kl_source = (block, logprobs)
+        self._full_source = (block, logprobs)
         return out
 
     def _plain_kl(self, model: nn.Module, inputs: dict[str, Any], logps: ContextLogps) -> Tensor:
         """KL(p_base || p) per plain-context response token ``[B, T]`` (0 elsewhere)."""
-        block, logprobs = self._kl_source
-        del self._kl_source
+        block, logprobs = self._full_source
         with torch.no_grad():
             if self.reference is not None:
                 reference = _target_log_softmax(self.reference.to(logprobs.device), block)
@@ -184,6 +201,33 @@ class CUTPlusTrainer(CUTTrainer):
         batch = int(inputs["is_negative"].shape[0])
         kl, _ = block_to_matrices(per_token, block, self.grad_contexts, batch)["plain"]
         return _fit((kl, None), logps["plain"][0].shape[1], like=logps["plain"][0])
+
+    def _judged_distill(self, inputs: dict[str, Any], logps: ContextLogps) -> Tensor:
+        """KL(sg p(.|x,j-) || p(.|x)) per response token ``[B, T]``, 0 where a context has no token."""
+        block, logprobs = self._full_source
+        batch = int(inputs["is_negative"].shape[0])
+        rows = context_rows(block, self.grad_contexts, batch)
+        plain_rows, judged_rows = rows["plain"], rows["judged"]
+        width = min(plain_rows.shape[1], judged_rows.shape[1])
+        both = (plain_rows[:, :width] >= 0) & (judged_rows[:, :width] >= 0)
+        student = logprobs[plain_rows[:, :width].clamp(min=0)]
+        teacher = logprobs[judged_rows[:, :width].clamp(min=0)].detach()
+        per_token = (teacher.exp() * (teacher - student)).sum(dim=-1)
+        per_token = torch.where(both, per_token, 0.0)
+        length = logps["plain"][0].shape[1]
+        return nn.functional.pad(per_token, (0, length - width)) if width < length else per_token[:, :length]
+
+
+def context_rows(block: dict[str, Tensor], contexts: tuple[str, ...], batch: int) -> dict[str, Tensor]:
+    """Per context, ``[B, T_c]`` the row of each response token in the block's targets (-1: none)."""
+    out = {}
+    for index, context in enumerate(contexts):
+        selected = block["context_index"] == index
+        examples, tokens = block["example_index"][selected], block["token_index"][selected]
+        width = int(tokens.max()) + 1 if tokens.numel() else 0
+        rows = torch.full((batch, width), -1, dtype=torch.long, device=tokens.device)
+        out[context] = rows.index_put((examples, tokens), torch.nonzero(selected)[:, 0])
+    return out
 
 
 def _target_log_softmax(model: nn.Module, block: dict[str, Tensor]) -> Tensor:
