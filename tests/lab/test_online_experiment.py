@@ -52,6 +52,15 @@ def test_every_arm_has_every_iteration_with_counts_of_the_loops_manifests(tiny_r
             assert all(0.0 <= row[k] <= 1.0 for k in ("satisfactory", "agreement", "all", "sampled_all"))
 
 
+def test_the_arms_differ_only_in_the_judge(tiny_run):
+    ctx, result = tiny_run
+    first = [(ctx.dir / "seed0" / f"{arm}-run" / "iter_1" / "generations.jsonl").read_text() for arm in online.ARMS]
+    assert first[0] == first[1]  # same base, seed and prompts: the same samples reach both judges
+    python, ai = (result.data["runs"][arm][0][1] for arm in online.ARMS)
+    assert python["satisfactory"] == ai["satisfactory"]
+    assert result.data["runs"]["python"][0][0] == result.data["runs"]["ai"][0][0]
+
+
 def test_the_python_arm_is_its_own_ground_truth(tiny_run):
     _, result = tiny_run
     for row in result.data["runs"]["python"][0][1:]:
