@@ -461,7 +461,7 @@ def answer_questions(
     do_sample: bool = False,
     seed: int = 0,
 ) -> list[str]:
-    """The model's responses (greedy, or sampled at T=1 with a seeded torch RNG that is then restored)."""
+    """The model's responses (greedy, or sampled at T=1 from ``seed``: the same call gives the same samples)."""
     import torch
 
     from cutalign.generation import generate_from_texts
@@ -470,7 +470,7 @@ def answer_questions(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return generate_from_texts(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                                   batch_size=batch_size, do_sample=do_sample, progress=False)
+                                   batch_size=batch_size, do_sample=do_sample, progress=False, seed=seed)
 
 
 def evaluate_accuracy(
