@@ -31,12 +31,15 @@ def test_a_row_per_cell_with_an_honest_winner(ran):
     table = result.tables[0]
     assert [tuple(row[:3]) for row in table.rows] == cells
     for cell in result.data["cells"]:
-        means = cell["means"]
-        assert set(means) == set(regimes.METHODS) and all(0.0 <= v <= 1.0 for v in means.values())
-        best = max(means.values())
-        assert cell["winner"].split("=") == [m for m in regimes.METHODS if means[m] == best]
-        assert cell["margin"] >= 0.0 and (cell["margin"] == 0.0) == ("=" in cell["winner"] or
-                                                                    len(set(means.values())) == 1)
+        assert ("targeted_means" in cell) == (cell["regime"] != "noise")  # noise has no misconceptions
+        for prefix in ("", "targeted_")[:1 + ("targeted_means" in cell)]:
+            means, winner, margin = cell[f"{prefix}means"], cell[f"{prefix}winner"], cell[f"{prefix}margin"]
+            assert set(means) == set(regimes.METHODS) and all(0.0 <= v <= 1.0 for v in means.values())
+            best = max(means.values())
+            assert winner.split("=") == [m for m in regimes.METHODS if means[m] == best]
+            assert margin >= 0.0 and (margin == 0.0) == ("=" in winner or len(set(means.values())) == 1)
+    assert regimes.rank({"cut": 0.5, "sft": 0.4, "dpo": 0.1}) == ("cut", pytest.approx(0.1))
+    assert regimes.rank({"cut": 0.5, "sft": 0.5, "dpo": 0.1}) == ("cut=sft", 0.0)
     assert result.findings[0].startswith("Cells won:")
     assert result.figures == ["regimes/regime_map.png"]
 

@@ -136,30 +136,40 @@ def keep_positives(prepared: Prepared, fraction: float, seed: int) -> Prepared:
 
 
 def winner(cell: Cell, results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """The cell's figures (greedy all, mean over seeds), its winner(s) and margin over the runner-up."""
+    """The cell's figures (greedy, mean over seeds), its winner(s) on all facts and margin over the runner-up,
+    and the same on the targeted (misconceived) facts where the regime has any."""
     regime, scarcity, style = cell
     runs = {"cut": results[f"{regime}/{scarcity}/{style}/cut"], "sft": results[f"{regime}/{scarcity}/sft"],
             "dpo": results[f"{regime}/{scarcity}/dpo"]}
-    means = {m: mean_std([r["all"] for r in rs])[0] for m, rs in runs.items()}
+    base = results[f"{regime}/base"]
+    out = {"regime": regime, "scarcity": scarcity, "style": style,
+           "samples": mean_std([r["samples"] for r in base])[0],
+           "sft_examples": mean_std([r["train_examples"] for r in runs["sft"]])[0],
+           "untrained": sorted(m for m, rs in runs.items() if any(r.get("untrained") for r in rs))}
+    for column, prefix in (("all", ""), ("targeted", "targeted_")):
+        if all(column in r for rs in (base, *runs.values()) for r in rs):
+            means = {m: mean_std([r[column] for r in rs])[0] for m, rs in runs.items()}
+            out |= {f"{prefix}means": means, f"{prefix}base": mean_std([r[column] for r in base])[0],
+                    **dict(zip((f"{prefix}winner", f"{prefix}margin"), rank(means), strict=True))}
+    return out
+
+
+def rank(means: dict[str, float]) -> tuple[str, float]:
+    """The best method(s) (``a=b`` on a tie) and the margin over the next value (0 on a tie)."""
     ranked = sorted(means.values(), reverse=True)
     top = [m for m in METHODS if means[m] == ranked[0]]
-    margin = ranked[0] - next((v for v in ranked if v < ranked[0]), ranked[0])
-    base = results[f"{regime}/base"]
-    positives = sum(r["train_examples"] for r in runs["sft"]) / len(runs["sft"])
-    return {"regime": regime, "scarcity": scarcity, "style": style, "means": means, "winner": "=".join(top),
-            "margin": margin if len(top) == 1 else 0.0, "base": mean_std([r["all"] for r in base])[0],
-            "samples": mean_std([r["samples"] for r in base])[0], "sft_examples": positives,
-            "untrained": sorted(m for m, rs in runs.items() if any(r.get("untrained") for r in rs))}
+    runner_up = next((v for v in ranked if v < ranked[0]), ranked[0])
+    return "=".join(top), ranked[0] - runner_up if len(top) == 1 else 0.0
 
 
 def winner_table(ctx: ExperimentContext, summary: list[dict[str, Any]]) -> Table:
     rows = [[s["regime"], s["scarcity"], s["style"], f"{s['sft_examples']:.0f}/{s['samples']:.0f}",
              f"{s['base'] * 100:.1f}", *(f"{s['means'][m] * 100:.1f}" for m in METHODS), s["winner"],
-             f"{s['margin'] * 100:+.1f}", ", ".join(s["untrained"]) or "-"] for s in summary]
+             f"{s['margin'] * 100:+.1f}", _targeted(s), ", ".join(s["untrained"]) or "-"] for s in summary]
     preset = ctx.preset
     return Table("Winner per cell: greedy accuracy on all facts, % (mean over seeds), margin over the runner-up",
                  ["regime", "positives", "style", "SFT examples / samples", "base", *METHODS, "winner",
-                  "margin (points)", "untrained (no data)"], rows,
+                  "margin (points)", "targeted: base, cut/sft/dpo, winner", "untrained (no data)"], rows,
                  note=f"Seeds {list(preset.seeds)}; {preset.samples_per_fact} T=1 samples per alignment fact, one "
                       f"wording each; scarce = each positive kept with probability {SCARCE_KEEP:g}, negatives all "
                       f"kept. Every method {preset.train.epochs * EPOCH_FRACTION:g} epochs (the preset's x "
@@ -168,11 +178,23 @@ def winner_table(ctx: ExperimentContext, summary: list[dict[str, Any]]) -> Table
                       "'untrained': no usable example (no positive / no score pair), the base's figures.")
 
 
+def _targeted(s: dict[str, Any]) -> str:
+    if "targeted_means" not in s:
+        return "- (no misconceptions)"
+    means = "/".join(f"{s['targeted_means'][m] * 100:.0f}" for m in METHODS)
+    return f"{s['targeted_base'] * 100:.0f}, {means}, {s['targeted_winner']} {s['targeted_margin'] * 100:+.1f}"
+
+
 def findings(summary: list[dict[str, Any]]) -> list[str]:
     """How often each method wins, where CUT wins, and what scarcity and style change."""
     wins = {m: [s for s in summary if s["winner"] == m] for m in METHODS}
     out = [f"Cells won: {', '.join(f'{m} {len(w)}' for m, w in wins.items())}, ties "
            f"{sum('=' in s['winner'] for s in summary)} (of {len(summary)})."]
+    targeted = [s for s in summary if "targeted_winner" in s]
+    if targeted:
+        out.append("On the targeted (misconceived) facts: " + ", ".join(
+            f"{m} wins {sum(s['targeted_winner'] == m for s in targeted)}" for m in METHODS)
+            + f" of {len(targeted)} cells, ties {sum('=' in s['targeted_winner'] for s in targeted)}.")
     for m, won in wins.items():
         if won:
             out.append(f"{m} wins in " + "; ".join(f"{s['regime']}/{s['scarcity']}/{s['style']} "
