@@ -6,6 +6,12 @@ outside U at lambda 1.1), so L1 also *teaches* the answers the judge rejected: a
 newly wrong answers on facts the base knew are verbatim copies of a judged-wrong sample. CUT+ weighs
 that term (``negative_mle_weight``; 1 is CUT, the recipe's default 0 drops it) and the Align-N and
 Align-P terms separately; U, its weight and the per-example reduction are CUT's (paper mode).
+
+The shipped defaults (chosen on the lab's validation wording, quick preset, all three regimes) also drop
+Align-N (``align_n_weight`` 0: -log p(y|x,j-) trains the shared weights on the rejected text) and hold the
+plain context to the frozen base on every token outside U (``kl_weight`` 3), which stops the forgetting of
+facts the alignment data never asks about. Self-distillation from the judged context (``distill_weight``)
+is implemented but off: on the misconception base the model's own p(.|x,j-) keeps the wrong values.
 """
 
 from __future__ import annotations
@@ -106,17 +112,17 @@ def cut_plus_loss(
 
 @dataclass
 class CUTPlusConfig(CUTConfig):
-    """`CUTConfig` (paper mode) plus the weights of CUT+'s terms; all three at 1 is CUT."""
+    """`CUTConfig` (paper mode) plus the weights of CUT+'s terms; MLE, Align-N, Align-P at 1 and no KL is CUT."""
 
     negative_mle_weight: float = field(
         default=0.0,
         metadata={"help": "Weight of -log p(y_t|x) on the negatives' tokens outside U (CUT: 1). 0: a judged-wrong "
                           "response is never imitated in the plain context."},
     )
-    align_n_weight: float = field(default=1.0, metadata={"help": "Weight of Align-N, -log p(y|x,j-) (CUT: 1)."})
+    align_n_weight: float = field(default=0.0, metadata={"help": "Weight of Align-N, -log p(y|x,j-) (CUT: 1)."})
     align_p_weight: float = field(default=1.0, metadata={"help": "Weight of Align-P, -log p(y|x) (CUT: 1)."})
     kl_weight: float = field(
-        default=0.0,
+        default=3.0,
         metadata={"help": "Weight of KL(p_base || p) of the plain context on every response token outside U "
                           "(self-distillation to the frozen starting model; one more no-grad pass, full-vocabulary "
                           "logits of the plain rows)."},
