@@ -10,7 +10,8 @@ Align-P terms separately; U, its weight and the per-example reduction are CUT's 
 The shipped defaults (chosen on the lab's validation wording, quick preset, all three regimes) also drop
 Align-N (``align_n_weight`` 0: -log p(y|x,j-) trains the shared weights on the rejected text) and hold the
 plain context to the frozen base on every token outside U (``kl_weight`` 3), which stops the forgetting of
-facts the alignment data never asks about. Self-distillation from the judged context (``distill_weight``)
+facts the alignment data never asks about (quick preset, seed 0; on the misconception base of seed 1,
+rejection-sampling SFT stays ahead: 65.3 vs 56.9% of all facts). Self-distillation from the judged context (``distill_weight``)
 is implemented but off: on the misconception base the model's own p(.|x,j-) keeps the wrong values.
 """
 
