@@ -1,6 +1,6 @@
 """The built-in default of `cutalign online`: the lab's fact world, its tiny model and its judge.
 
-The prompt pool is every question the world can ask (all wordings, all subjects); the judge is
+The prompt pool is every single-fact question of the world (all wordings, all subjects); the judge is
 the world's programmatic judge (exact, free, instant); the evaluation is greedy fact accuracy on
 one question per fact. The starting policy is the lab's pretrained tiny base (the one `cutalign demo`
 starts from, cached): it answers fluently, knows most facts, and for a quarter of them holds a
@@ -27,10 +27,11 @@ def base_spec() -> Any:
 
 
 def prompt_pool() -> list[dict[str, Any]]:
-    """Every question of the sample world, in every wording: ids are stable across versions of the run."""
+    """Every single-fact question of the sample world, in every wording (72 facts x 3 = 216): the facts
+    the evaluation asks about. Ids are stable across versions of the run."""
     world = sample_world()
     rows = []
-    for kind in fact_world.QUESTION_KINDS:
+    for kind in fact_world.SINGLE_FACT_KINDS:
         for wording, question in enumerate(kind.questions):
             for subject in world.subjects_of(kind.subject_type):
                 text = question.format(s=subject)

@@ -118,14 +118,23 @@ class OnlineConfig:
 
 def builtin_preset() -> dict[str, Any]:
     """Settings of the built-in fact world (those of `cutalign demo`): its 750k-parameter base is fully
-    fine-tuned (LoRA adds little on a 128-wide model), answers are sampled at T=1, and the pool is small,
-    so iterations redraw from all of it."""
+    fine-tuned (LoRA adds little on a 128-wide model), answers are sampled at T=1, and every iteration
+    asks the whole pool (216 questions: each of the 72 facts in its 3 wordings) -- a subset per iteration
+    made every method forget the facts it left out (measured: CUT, CUT+ and SFT all lost accuracy).
+
+    The method is CUT+ (`cutalign.trainer.cut_plus`, found with `cutalign lab`): CUT's unlikelihood on
+    the flagged tokens, Align-N and Align-P, but no MLE on a negative's unflagged tokens (they include the
+    wrong values detection missed) and a KL term to the iteration's starting policy on every unflagged
+    token. Measured on this world (3 iterations, 2 cores): plain CUT 70.8 -> 75.0 -> 68.1 -> 63.9% fact
+    accuracy; CUT+ 70.8 -> 75.0 -> 73.6 -> 81.9%.
+    """
     return {
         "prompts": BUILTIN,
         "judge": "demo",
+        "method": "cut_plus",
         "max_new_tokens": 40,
         "temperature": 1.0,
-        "prompts_per_iteration": 96,
+        "prompts_per_iteration": 216,
         "reuse_prompts": True,
         "generation_batch_size": 32,
         "judge_batch_size": 64,
@@ -137,6 +146,11 @@ def builtin_preset() -> dict[str, Any]:
         "train": {"learning_rate": 1e-3, "num_train_epochs": 8, "per_device_train_batch_size": 16,
                   "max_length": 128, "warmup_steps": 0.1, "positive_ratio": None},
     }
+
+
+# CUT+'s weights in the built-in preset; applied only while the method is CUT+ (`--method cut` on the
+# built-in world gets plain CUT, not a config error).
+BUILTIN_METHOD_TRAIN = {"cut_plus": {"negative_mle_weight": 0.0, "align_n_weight": 1.0, "kl_weight": 1.0}}
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(OnlineConfig)}
@@ -152,7 +166,8 @@ def resolve_config(path: str | Path | None, overrides: dict[str, Any] | None = N
     merged = {**values, **overrides}
     if merged.get("model", BUILTIN) == BUILTIN:
         preset = builtin_preset()
-        train = {**preset.pop("train"), **merged.get("train", {})}
+        method = merged.get("method", preset["method"])
+        train = {**preset.pop("train"), **BUILTIN_METHOD_TRAIN.get(method, {}), **merged.get("train", {})}
         merged = {**preset, **merged, "train": train}
     merged["train"] = {**merged.get("train", {}), **train_overrides}
     try:

@@ -113,6 +113,8 @@ def online_config(ctx: ExperimentContext, prepared: Prepared, seed: int, arm: st
     else:
         judging = {"judge": "hf", "judge_model": judge["model"],
                    "judge_options": {"max_new_tokens": JUDGE_MAX_NEW_TOKENS, "batch_size": 16}}
+    # The paper's loop is plain CUT (the built-in world's default is CUT+, `recipe` measures it offline).
+    settings["method"] = "cut"
     return OnlineConfig(**{**settings, **judging, "model": str(prepared.base_dir), "prompts": str(folder / "pool.jsonl"),
                            "prompts_per_iteration": n,
                            "reuse_prompts": ctx.preset.online_iterations * n > len(pool), "seed": seed,
