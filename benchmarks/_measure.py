@@ -335,7 +335,7 @@ def cutalign_sft_step(model: PreTrainedModel, examples: Sequence[Features], toke
 def trl_sft_step(model: PreTrainedModel, features: Sequence[Features], tokenizer: PreTrainedTokenizerBase,
                  spec: Mapping[str, Any], output_dir: str) -> tuple[Callable[[], float], int]:
     """``trl.SFTTrainer.training_step`` on the same ``y|x`` token ids (prompt-completion, completion-only
-    loss, TRL's own collator: right padding to the batch's longest row, full logits)."""
+    loss, TRL's own collator: right padding to the batch's longest row; TRL's fused, tiled LM head)."""
     import trl
 
     rows = [{"input_ids": [*f["plain_prompt_ids"], *f["completion_ids"]],

@@ -142,31 +142,25 @@ def select_batch(canonical: Sequence[dict], tok: Any, spec: dict) -> tuple[list[
 
 
 def predicted_peak(method: str, features: Sequence[dict], vocab_size: int, hidden_size: int,
-                   calibration: tuple[int, int, int] | None) -> tuple[int, str] | None:
-    """Predicted step peak of a full-logit method and its basis (None for cutalign's chunked log-probs).
+                   calibration: tuple[int, int] | None) -> tuple[int, str] | None:
+    """Predicted step peak of a full-logit method and its basis (None for the chunked heads).
 
-    With ``calibration = (vocab, measured peak, positions)`` of the same method on the same batch, the peak grows
+    Only the naive formulation and transformers' ``labels=`` loss hold full logits. cutalign's chunked
+    log-probs and TRL's trainers (TRL >= 1.x patches a fused LM head: ``[4096 tokens, 32768 vocab]``
+    tiles, recomputed in backward) do not, so a logits-sized prediction would wrongly skip them.
+    With ``calibration = (vocab, measured peak)`` of the same method on the same batch, the peak grows
     by the vocabulary-proportional tensors: three ``[rows, L, V]`` fp32 copies and the gradients of
     the embedding and the LM head. Without one, three logits copies alone are a lower bound.
     """
-    shape = {"naive-official": m.official_shape, "sft": m.sft_shape, "trl-sft": m.sft_shape,
-             "trl-dpo": dpo_shape_bound}.get(method)
+    shape = {"naive-official": m.official_shape, "sft": m.sft_shape}.get(method)
     if shape is None:
         return None
     rows, length = shape(features)
     if calibration is None:
         return FULL_LOGIT_COPIES * rows * length * vocab_size * 4, "lower bound"
-    measured_vocab, measured_peak, measured_positions = calibration
-    if method == "trl-dpo":  # the measured row's positions: policy + reference passes of the same shape
-        rows, length = 1, measured_positions // 2
+    measured_vocab, measured_peak = calibration
     per_token = FULL_LOGIT_COPIES * rows * length * 4 + 2 * hidden_size * 4
     return measured_peak + (vocab_size - measured_vocab) * per_token, f"from vocab {measured_vocab}"
-
-
-def dpo_shape_bound(features: Sequence[dict]) -> tuple[int, int]:
-    """A lower bound on the policy's ``(rows, L)`` in a TRL DPO step: chosen + rejected rows, each at
-    least as long as the longest response (the exact shape is known once the row has been measured)."""
-    return 2 * len(features), max(len(f["completion_ids"]) for f in features) + 1
 
 
 def step_section(spec: dict, canonical: Sequence[dict], tok: Any, vocab_sizes: Sequence[int],
@@ -187,7 +181,7 @@ def step_section(spec: dict, canonical: Sequence[dict], tok: Any, vocab_sizes: S
             _progress(f"measuring {method} at vocab {vocab_size}")
             row |= _measure_one(dict(spec, method=method, vocab_size=vocab_size,
                                      example_ids=[e["id"] for e in batch]), in_process)
-            calibration[method] = (vocab_size, row["peak_bytes"], row["positions"])
+            calibration[method] = (vocab_size, row["peak_bytes"])
             rows.append(row)
     return {
         "example_ids": [e["id"] for e in batch], "negatives": sum(bool(f["is_negative"]) for f in features),
@@ -496,8 +490,8 @@ def _print_two_step(console: Console, run: dict[str, Any]) -> None:
 def _print_epoch(console: Console, epoch: dict[str, Any]) -> None:
     console.print(
         f"\nOne training epoch over the first {epoch['examples']} usable examples (views <= {epoch['max_length']} "
-        f"tokens, {epoch['negatives']} negatives, {epoch['plain_tokens']:,} prompt+response (x+y) tokens), vocab {epoch['vocab_size']}, "
-        f"AdamW lr {epoch['learning_rate']:g}")
+        f"tokens, {epoch['negatives']} negatives, {epoch['plain_tokens']:,} prompt+response (x+y) tokens), "
+        f"vocab {epoch['vocab_size']}, AdamW lr {epoch['learning_rate']:g}")
     table = _table("One epoch: cutalign train vs the official layout",
                    ["run", "steps", "epoch s", "x+y tokens/s", "speed / official", "loss"])
     for row in epoch["rows"]:
