@@ -21,7 +21,7 @@ import torch
 from cutalign.api import NoUsableExamplesError
 from cutalign.data.templates import ALPACA_PLAIN
 from cutalign.files import atomic_write_json, atomic_write_jsonl
-from cutalign.lab.base import BaseSpec, Beliefs, Regime, beliefs, build_base, load_base
+from cutalign.lab.base import DEMO_BASE, BaseSpec, Beliefs, beliefs, build_base, load_base
 from cutalign.lab.judge import judge_response, judgment_record
 from cutalign.lab.training import PhaseTimer, quiet
 from cutalign.lab.world import (
@@ -31,10 +31,6 @@ from cutalign.lab.world import (
     evaluation_set,
     score_responses,
 )
-
-# The demo's base: the demo world (12 countries, 12 people: 72 facts), 18 of them misconceived.
-DEMO_BASE = BaseSpec(n_entities=12, world_seed=0, regime=Regime("misconception", misconception_fraction=0.25),
-                     block_size=64, epochs=12.0)
 
 
 @dataclass

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cutalign.data.templates import ALPACA_PLAIN
-from cutalign.lab.base import BaseSpec, Beliefs, Regime, beliefs, build_base, load_base
+from cutalign.lab.base import DEMO_BASE, BaseSpec, Beliefs, beliefs, build_base, load_base
 from cutalign.lab.judge import JudgeSettings, judge_response, judgment_record
 from cutalign.lab.world import (
     SINGLE_FACT_KINDS,
@@ -30,9 +30,6 @@ from cutalign.lab.world import (
     score_responses,
 )
 
-# The demo world's base (12 countries, 12 people: 72 facts), a quarter of its facts misconceived.
-DEMO_BASE = BaseSpec(n_entities=12, world_seed=0, regime=Regime("misconception", misconception_fraction=0.25),
-                     block_size=64, epochs=12.0)
 GROUPS = ("targeted", "other", "heldout", "all")
 
 

@@ -128,6 +128,12 @@ class Beliefs:
         return results
 
 
+# The demo world's base (12 countries, 12 people: 72 facts), a quarter (18) of its facts misconceived:
+# the base of `cutalign demo`, of `cutalign online`'s built-in default and of the lab's presets.
+DEMO_BASE = BaseSpec(n_entities=12, world_seed=0, regime=Regime("misconception", misconception_fraction=0.25),
+                     block_size=64, epochs=12.0)
+
+
 def beliefs(spec: BaseSpec) -> Beliefs:
     """The regime's misconceptions, seeded: a fixed wrong value for a fraction of the facts."""
     world, regime = spec.world(), spec.regime

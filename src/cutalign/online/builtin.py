@@ -20,10 +20,9 @@ from cutalign.lab import world as fact_world
 
 def base_spec() -> Any:
     """The lab base of `cutalign demo` (the demo world, a quarter of its facts misconceived; cached)."""
-    from cutalign.lab.base import BaseSpec, Regime
+    from cutalign.lab.base import DEMO_BASE
 
-    return BaseSpec(n_entities=12, world_seed=0, regime=Regime("misconception", misconception_fraction=0.25),
-                    block_size=64, epochs=12.0)
+    return DEMO_BASE
 
 
 def prompt_pool() -> list[dict[str, Any]]:
