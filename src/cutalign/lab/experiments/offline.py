@@ -66,14 +66,14 @@ def run(ctx: ExperimentContext) -> ExperimentResult:
     runs: dict[str, list[dict[str, Any]]] = {"base": [], **{name: [] for name in RUNS}}
     for seed in ctx.preset.seeds:
         prepared = judged_samples(ctx, condition(ctx).with_seed(seed), seed)
-        runs["base"].append(ctx.unit(f"seed{seed}-base", lambda _, p=prepared, s=seed: _base(ctx, p(), s)))
+        runs["base"].append(ctx.unit(f"seed{seed}-base", lambda _, p=prepared, s=seed: base_run(ctx, p(), s)))
         for name in RUNS:
             by_lr = [ctx.unit(f"seed{seed}-{name}-lr{lr:g}", lambda scratch, n=name, lr=lr, p=prepared, s=seed:
-                              _train(ctx, p(), s, n, lr, scratch)) for lr in ctx.preset.grid]
+                              train_run(ctx, p(), s, n, lr, scratch)) for lr in ctx.preset.grid]
             runs[name].append(select(by_lr) | {"seed": seed})
     figure = ctx.figure_path("offline_accuracy")
     bar_chart(figure, "Greedy accuracy per group (mean ± std over seeds)",
-              {name: {c: _pct(mean_std([r[c] for r in rs])) for c in COLUMNS[:4] if all(c in r for r in rs)}
+              {name: {c: percent(mean_std([r[c] for r in rs])) for c in COLUMNS[:4] if all(c in r for r in rs)}
                for name, rs in runs.items()}, "accuracy (%)")
     return ExperimentResult(name="offline", title="Offline: every method of `cutalign train` on the same judged "
                             "samples, equal budgets", tables=[results_table(ctx, runs)],
@@ -110,7 +110,8 @@ def restore(cond: Condition, seed: int, saved: dict[str, Any], cache_dir: Path |
                                                                saved["gold_spans"]], questions, groups)
 
 
-def _pct(value: tuple[float, float]) -> tuple[float, float]:
+def percent(value: tuple[float, float]) -> tuple[float, float]:
+    """A (mean, std) fraction pair as percentages, as the tables print them."""
     return value[0] * 100, value[1] * 100
 
 
@@ -127,14 +128,16 @@ def validation(prepared: Prepared) -> Prepared:
     return replace(prepared, questions=questions, groups=groups)
 
 
-def _scores(model: Any, tokenizer: Any, prepared: Prepared, samples: int, seed: int) -> dict[str, Any]:
+def model_scores(model: Any, tokenizer: Any, prepared: Prepared, samples: int, seed: int) -> dict[str, Any]:
+    """The experiment's accuracy figures (greedy, sampled, validation), shared by every offline-style experiment."""
     val = evaluate(model, tokenizer, validation(prepared))
     return evaluate(model, tokenizer, prepared, samples=samples, seed=seed) | {"validation_all": val["all"]}
 
 
-def _base(ctx: ExperimentContext, prepared: Prepared, seed: int) -> dict[str, Any]:
+def base_run(ctx: ExperimentContext, prepared: Prepared, seed: int) -> dict[str, Any]:
+    """The untrained base's figures and the data's counts: the row every trained method is read against."""
     model, tokenizer = load_base(prepared.base_dir)
-    return _scores(model, tokenizer, prepared, ctx.preset.eval_samples, seed) | {
+    return model_scores(model, tokenizer, prepared, ctx.preset.eval_samples, seed) | {
         "samples": len(prepared.records), "negatives": prepared.negatives,
         "targeted_facts": len(prepared.groups["targeted"]), "facts": len(prepared.questions)}
 
@@ -146,8 +149,9 @@ def training_data(prepared: Prepared, data: str) -> list[dict[str, Any]]:
     return oracle_refinements(prepared.records, prepared.belief, positives_as_is=data == "refined")
 
 
-def _train(ctx: ExperimentContext, prepared: Prepared, seed: int, name: str, lr: float,
-           scratch: Path) -> dict[str, Any]:
+def train_run(ctx: ExperimentContext, prepared: Prepared, seed: int, name: str, lr: float,
+              scratch: Path) -> dict[str, Any]:
+    """Train ``RUNS[name]`` at ``lr`` and score it; a method with nothing to learn scores the base."""
     method, overrides, data = RUNS[name]
     settings = replace(ctx.preset.train, learning_rate=lr)
     try:
@@ -158,9 +162,9 @@ def _train(ctx: ExperimentContext, prepared: Prepared, seed: int, name: str, lr:
             raise
         # Nothing to learn from (no positive for SFT, no score pair for DPO): the model stays the base.
         model, tokenizer = load_base(prepared.base_dir)
-        return _scores(model, tokenizer, prepared, ctx.preset.eval_samples, seed) | {
+        return model_scores(model, tokenizer, prepared, ctx.preset.eval_samples, seed) | {
             "lr": lr, "untrained": str(error), "train_examples": 0}
-    scores = _scores(trained.trainer.model, trained.trainer.processing_class, prepared, ctx.preset.eval_samples, seed)
+    scores = model_scores(trained.trainer.model, trained.trainer.processing_class, prepared, ctx.preset.eval_samples, seed)
     shutil.rmtree(scratch / "model", ignore_errors=True)  # the figures are kept; the tiny models are not
     return scores | {"lr": lr, "train_loss": trained.metrics.get("train_loss"),
                      "train_examples": trained.metrics.get("train_examples"),

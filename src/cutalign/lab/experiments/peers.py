@@ -68,7 +68,7 @@ def run(ctx: ExperimentContext) -> ExperimentResult:
     runs: dict[str, list[dict[str, Any]]] = {"base": [], **{m: [] for m in METHODS if m != "sdft" or not blocked}}
     for seed in ctx.preset.seeds:
         prepared = judged_samples(ctx, condition(ctx).with_seed(seed), seed)
-        runs["base"].append(ctx.unit(f"seed{seed}-base", lambda _, p=prepared, s=seed: offline._base(ctx, p(), s)))
+        runs["base"].append(ctx.unit(f"seed{seed}-base", lambda _, p=prepared, s=seed: offline.base_run(ctx, p(), s)))
         steps: dict[float, int] = {}
         for method in runs:
             if method == "base":
@@ -83,17 +83,13 @@ def run(ctx: ExperimentContext) -> ExperimentResult:
             runs[method].append(select(by_lr) | {"seed": seed})
     figure = ctx.figure_path("peers_accuracy")
     bar_chart(figure, "Greedy accuracy per group (mean ± std over seeds)",
-              {name: {c: _pct(mean_std([r[c] for r in rs])) for c in COLUMNS[:4] if all(c in r for r in rs)}
+              {name: {c: offline.percent(mean_std([r[c] for r in rs])) for c in COLUMNS[:4] if all(c in r for r in rs)}
                for name, rs in runs.items()}, "accuracy (%)")
     return ExperimentResult(
         name="peers", title="Peers: TRL's SDFT with the judgment as privileged context vs CUT and SFT",
         tables=[results_table(ctx, runs, blocked)], figures=[ctx.relative(figure)],
         data={"runs": runs, "seeds": list(ctx.preset.seeds), "grid": list(ctx.preset.grid), "blocked": blocked},
         findings=findings(runs, blocked))
-
-
-def _pct(value: tuple[float, float]) -> tuple[float, float]:
-    return value[0] * 100, value[1] * 100
 
 
 def _train(ctx: ExperimentContext, prepared: Prepared, seed: int, method: str, lr: float, cut_steps: int,
@@ -110,13 +106,13 @@ def _train(ctx: ExperimentContext, prepared: Prepared, seed: int, method: str, l
             if not nothing_to_learn(error):
                 raise
             model, tokenizer = load_base(prepared.base_dir)  # no positive for SFT: the model stays the base
-            return offline._scores(model, tokenizer, prepared, ctx.preset.eval_samples, seed) | {
+            return offline.model_scores(model, tokenizer, prepared, ctx.preset.eval_samples, seed) | {
                 "lr": lr, "steps": 0, "train_examples": 0, "untrained": str(error)}
         model, tokenizer = trained.trainer.model, trained.trainer.processing_class
         extra = {"steps": trained.trainer.state.global_step, "train_loss": trained.metrics.get("train_loss"),
                  "train_examples": trained.metrics.get("train_examples")}
     extra["weight_change"] = weight_change(model, prepared.base_dir)
-    return offline._scores(model, tokenizer, prepared, ctx.preset.eval_samples, seed) | extra | {"lr": lr}
+    return offline.model_scores(model, tokenizer, prepared, ctx.preset.eval_samples, seed) | extra | {"lr": lr}
 
 
 def weight_change(model: Any, base_dir: Path) -> float:

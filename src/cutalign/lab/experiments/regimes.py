@@ -105,11 +105,11 @@ def regime_seed(sub: RegimeContext, chosen: list[Cell], regime: str, seed: int) 
     """The base's and every training's figures of one (regime, seed), each a resumable unit."""
     lr = sub.preset.train.learning_rate
     lazy = offline.judged_samples(sub, condition(sub, regime), seed)
-    out = {"base": sub.unit(f"seed{seed}-base", lambda _: offline._base(sub, lazy(), seed))}
+    out = {"base": sub.unit(f"seed{seed}-base", lambda _: offline.base_run(sub, lazy(), seed))}
     for name, data in units(chosen, regime, lazy, seed).items():
         method = METHODS[name.rsplit("/", 1)[1]]
         out[name] = sub.unit(f"seed{seed}-{name.replace('/', '-')}",
-                             lambda scratch, d=data, m=method: offline._train(sub, d(), seed, m, lr, scratch))
+                             lambda scratch, d=data, m=method: offline.train_run(sub, d(), seed, m, lr, scratch))
     return out
 
 

@@ -48,16 +48,16 @@ def run(ctx: ExperimentContext) -> ExperimentResult:
     for seed in ctx.preset.seeds:
         lazy = offline.judged_samples(ctx, offline.condition(ctx), seed)
         prepared = functools.cache(lambda p=lazy: with_pair_groups(p()))
-        runs["base"].append(ctx.unit(f"seed{seed}-base", lambda _, p=prepared, s=seed: offline._base(ctx, p(), s)))
+        runs["base"].append(ctx.unit(f"seed{seed}-base", lambda _, p=prepared, s=seed: offline.base_run(ctx, p(), s)))
         for name, (run_name, style) in ROWS.items():
             data = functools.cache(lambda p=prepared, st=style, s=seed: p() if st is None else rejudged(p(), st, s))
             by_lr = [ctx.unit(f"seed{seed}-{_key(name)}-lr{lr:g}", lambda scratch, d=data, r=run_name, lr=lr, s=seed:
-                              offline._train(ctx, d(), s, r, lr, scratch)) for lr in ctx.preset.grid]
+                              offline.train_run(ctx, d(), s, r, lr, scratch)) for lr in ctx.preset.grid]
             runs[name].append(offline.select(by_lr) | {"seed": seed})
         stats.append(ctx.unit(f"seed{seed}-pairs", lambda _, p=prepared: pair_counts(p())) | {"seed": seed})
     figure = ctx.figure_path("rewards_accuracy")
     bar_chart(figure, "Judgments vs rewards: greedy accuracy per group (mean ± std over seeds)",
-              {name: {c: offline._pct(mean_std([r[c] for r in rs])) for c in ("targeted", "other", "heldout", "all")
+              {name: {c: offline.percent(mean_std([r[c] for r in rs])) for c in ("targeted", "other", "heldout", "all")
                       if all(c in r for r in rs)} for name, rs in runs.items()}, "accuracy (%)")
     return ExperimentResult(
         name="rewards", title="Judgments vs rewards: CUT vs DPO on the same sampled responses",
