@@ -100,8 +100,8 @@ missing = must - ran
 if missing:
     sys.exit(f"not run: {sorted(missing)}")
 packed = [r for r in report["useful_work"]["rows"] if "packed" in r["layout"]]
-if not packed or any(r["all"]["real"] != r["all"]["computed"] for r in packed):
-    sys.exit("packed rows missing or computing padding")
+if not packed or any(r["all"]["real"] < 0.9 * r["all"]["computed"] for r in packed):
+    sys.exit("packed rows missing or computing more than 10% padding")
 EOF
 fi
 
@@ -115,9 +115,15 @@ if (( ! DRY_RUN )); then
   [[ -f "$OUT/train/train_results.json" ]] || fail "cutalign train wrote no train_results.json (see $OUT/train.log)"
   grep -q "padded, length-grouped batches instead of packed ones" "$OUT/train.log" \
     && fail "cutalign train fell back to padded batches on the GPU (see $OUT/train.log)"
-  grep -q "useful_token_fraction': '1'" "$OUT/train.log" \
-    || grep -q "useful_token_fraction.: .1.0" "$OUT/train.log" \
-    || fail "no step logged useful_token_fraction 1 (packed batches) in $OUT/train.log"
+  # sdpa packs into rows no longer than the longest sequence: the rows' padding tails are the only waste.
+  "$PY" - "$OUT/train.log" <<'EOF' || fail "no step logged useful_token_fraction >= 0.9 (packed batches) in $OUT/train.log"
+import re
+import sys
+
+fractions = [float(v) for v in re.findall(r"useful_token_fraction.: .?([0-9.]+)", open(sys.argv[1]).read())]
+print("useful_token_fraction:", fractions)
+sys.exit(0 if fractions and min(fractions) >= 0.9 else 1)
+EOF
 fi
 
 step "3. packed rows == each row alone (sdpa and flash_attention_2, bf16 on CUDA)"
@@ -135,20 +141,28 @@ gen = torch.Generator().manual_seed(0)
 features = [{"completion_ids": torch.randint(3, 30000, (n,), generator=gen).tolist(),
              "plain_prompt_ids": [1, *torch.randint(3, 30000, (p,), generator=gen).tolist()], "is_negative": False}
             for n, p in ((200, 40), (37, 300), (120, 9), (64, 64))]
-collate = {mode: ContextCollator(0, ("plain",), (), padding_free=mode) for mode in (True, False)}
+collate = {"one row": ContextCollator(0, ("plain",), (), padding_free=True),
+           "bounded rows": ContextCollator(0, ("plain",), (), padding_free=True, packed_row_length="longest"),
+           "alone": ContextCollator(0, ("plain",), ())}
 for attn in ("sdpa", "flash_attention_2") if flash else ("sdpa",):
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, attn_implementation=attn).cuda().eval()
     reason = packing_unsupported_reason(model)
     if reason is not None:
         sys.exit(f"{attn}: packing refused: {reason}")
     with torch.no_grad():
-        packed = token_logprobs(model, {k: v.cuda() for k, v in collate[True](features)["grad"].items()})
-        alone = torch.cat([token_logprobs(model, {k: v.cuda() for k, v in collate[False]([f])["grad"].items()})
+        alone = torch.cat([token_logprobs(model, {k: v.cuda() for k, v in collate["alone"]([f])["grad"].items()})
                            for f in features])
-    error = float((packed - alone).abs().max())
-    print(f"{attn}: packed vs alone max |diff| {error:.4f} over {packed.numel()} tokens")
-    if not error < 0.1:  # bf16 rounding differs between layouts; attending across rows shows as > 1
-        sys.exit(f"{attn}: packed rows differ from the rows alone ({error})")
+        # flash attention's varlen kernel reads packed position_ids only at batch size 1: one row there.
+        for layout in ("one row", "bounded rows") if attn == "sdpa" else ("one row",):
+            block = collate[layout](features)["grad"]
+            packed = token_logprobs(model, {k: v.cuda() for k, v in block.items()})
+            # Bounded rows list the tokens in row order: put them back in feature order to compare.
+            order = (block["example_index"] * 10_000 + block["token_index"]).argsort()
+            error = float((packed[order.cuda()] - alone).abs().max())
+            print(f"{attn}, {layout} {tuple(block['input_ids'].shape)}: packed vs alone max |diff| {error:.4f} "
+                  f"over {packed.numel()} tokens")
+            if not error < 0.1:  # bf16 rounding differs between layouts; attending across rows shows as > 1
+                sys.exit(f"{attn}, {layout}: packed rows differ from the rows alone ({error})")
 EOF
 
 step "done in $((SECONDS - START)) s"

@@ -41,11 +41,17 @@ def reference_rows(
     ]
 
 
-def check_block(block: dict, features: list[dict], contexts: tuple[str, ...], padding_free: bool) -> None:
+def check_block(block: dict, features: list[dict], contexts: tuple[str, ...], padding_free: bool,
+                row_length: int | str | None = None) -> None:
     rows = reference_rows(features, contexts)
     flat_ids, flat_pos = block["input_ids"].flatten(), block["position_ids"].flatten()
-    assert block["input_ids"].shape[0] == (1 if padding_free else len(rows))
-    assert ("attention_mask" in block) != padding_free
+    lengths = [len(p) + len(t) for _, _, p, t in rows]
+    if not padding_free:
+        assert block["input_ids"].shape[0] == len(rows)
+    elif row_length is None:
+        assert block["input_ids"].shape[0] == 1
+    else:
+        assert block["input_ids"].shape[0] <= len(rows)
     if not padding_free:
         assert block["attention_mask"].sum(1).tolist() == [len(p) + len(t) for _, _, p, t in rows]
     # Each logit position holds the token before the target, at its in-sequence position, and the
@@ -58,14 +64,19 @@ def check_block(block: dict, features: list[dict], contexts: tuple[str, ...], pa
     for n in range(len(logit_index)):
         ctx = contexts[block["context_index"][n]]
         by_context[ctx][(int(block["example_index"][n]), int(block["token_index"][n]))] = n
+    width, load = block["input_ids"].shape[1], torch.zeros(block["input_ids"].shape[0], dtype=torch.long)
     for b, ctx, prompt, target in rows:
         entries = [by_context[ctx].pop((b, k)) for k in range(len(target))]
+        load[row_start[entries[0]] // width] += len(prompt) + len(target)
         assert flat_pos[logit_index[entries]].tolist() == list(
             range(len(prompt) - 1, len(prompt) - 1 + len(target))
         )
         assert flat_ids[row_start[entries[0]] : row_start[entries[0]] + len(prompt)].tolist() == prompt
         assert flat_ids[logit_index[entries]].tolist() == [*prompt[-1:], *target[:-1]]
     assert all(not left for left in by_context.values()), "tokens without a reference row"
+    if padding_free and row_length is not None:  # whole sequences, at most max(bound, longest) tokens a row
+        capacity = max(lengths) if row_length == "longest" else max(row_length, max(lengths))
+        assert int(load.min()) > 0 and int(load.max()) <= capacity
 
     matrices = block_to_matrices(block["target_ids"], block, contexts, len(features))
     for ctx in contexts:
@@ -83,15 +94,17 @@ def check_block(block: dict, features: list[dict], contexts: tuple[str, ...], pa
     features=st.lists(feature_dicts(), min_size=1, max_size=4),
     padding_free=st.booleans(),
     multiple=st.sampled_from([None, 1, 8]),
+    row_length=st.sampled_from([None, "longest", 1, 12, 40]),
 )
-def test_collator_matches_the_per_row_reference(features, padding_free, multiple):
+def test_collator_matches_the_per_row_reference(features, padding_free, multiple, row_length):
     features[0]["plain_prompt_ids"] = features[0]["plain_prompt_ids"] or [5]
-    collator = ContextCollator(PAD, GRAD, NOGRAD, pad_to_multiple_of=multiple, padding_free=padding_free)
+    collator = ContextCollator(PAD, GRAD, NOGRAD, pad_to_multiple_of=multiple, padding_free=padding_free,
+                               packed_row_length=row_length)
     batch = collator(features)
     assert batch["is_negative"].tolist() == [f["is_negative"] for f in features]
-    check_block(batch["grad"], features, GRAD, padding_free)
+    check_block(batch["grad"], features, GRAD, padding_free, row_length)
     if any(f["misaligned_prompt_ids"] for f in features):
-        check_block(batch["nograd"], features, NOGRAD, padding_free)
+        check_block(batch["nograd"], features, NOGRAD, padding_free, row_length)
     else:
         assert "nograd" not in batch
     if multiple:
@@ -175,9 +188,15 @@ def test_tiny_llama_padded_and_padding_free_agree(llama_features, llama2_tokeniz
     packed = ContextCollator(PAD, contexts, (), pad_to_multiple_of=8, padding_free=True)(llama_features)[
         "grad"
     ]
+    rows = ContextCollator(PAD, contexts, (), padding_free=True, packed_row_length=96)(llama_features)["grad"]
+    assert 1 < rows["input_ids"].shape[0] < padded["input_ids"].shape[0]  # several sequences share a row
     padded_lp, packed_lp = target_log_probs(model, padded), target_log_probs(model, packed)
     assert padded["target_ids"].equal(packed["target_ids"])
     torch.testing.assert_close(padded_lp, packed_lp, rtol=0, atol=1e-5)
+    # Bounded rows list the same tokens in another order.
+    order = lambda block: (block["context_index"] * 10_000 + block["example_index"] * 1000  # noqa: E731
+                           + block["token_index"]).argsort()
+    torch.testing.assert_close(target_log_probs(model, rows)[order(rows)], padded_lp[order(padded)], rtol=0, atol=1e-5)
     # Reference: each row alone, no padding.
     for n, (b, ctx, prompt, target) in enumerate(reference_rows(llama_features, contexts)):
         alone = ContextCollator(PAD, (ctx,), ())([llama_features[b]])["grad"]
@@ -227,26 +246,32 @@ def _cut_trainer(tmp_path, model, tokenizer, examples, **overrides):
 
 @pytest.mark.parametrize("misalign_mode", ["fake_positive", "instruction_only"])
 def test_packed_by_default_with_the_padded_loss_and_gradients(tmp_path, tokenizer, online_examples, misalign_mode):
-    """Default batches are packed for Llama; the CUT loss and every gradient equal the padded batch's."""
+    """Default batches are packed for Llama into rows no longer than the longest sequence; the CUT loss and
+    every gradient equal those of one packed row and of the padded batch."""
     from cutalign.demo.assets import tiny_causal_lm
 
     examples = [e for e in online_examples if len(e["completion"]) < 500][:6]
     model = tiny_causal_lm(tokenizer, hidden_size=32)
     results = []
-    for padding_free in (None, False):
-        trainer = _cut_trainer(tmp_path, model, tokenizer, examples, misalign_mode=misalign_mode,
-                               padding_free=padding_free)
-        assert trainer.data_collator.padding_free is (padding_free is None)
+    for overrides, rows in (({}, "longest"), ({"packed_row_length": 0}, None), ({"padding_free": False}, "longest")):
+        trainer = _cut_trainer(tmp_path, model, tokenizer, examples, misalign_mode=misalign_mode, **overrides)
+        assert trainer.data_collator.padding_free is ("padding_free" not in overrides)
+        assert trainer.data_collator.packed_row_length == rows
         batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
-        assert ("attention_mask" in batch["grad"]) is (padding_free is False)
+        assert ("attention_mask" in batch["grad"]) is ("padding_free" in overrides)
+        if overrides == {}:  # several rows, some holding several sequences
+            grad = batch["grad"]
+            sequences = len((grad["context_index"] * len(examples) + grad["example_index"]).unique())
+            assert 1 < grad["input_ids"].shape[0] < sequences
         model.zero_grad()
         loss = trainer.compute_loss(model, batch)
         loss.backward()
         results.append((loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}))
-    (packed_loss, packed_grads), (padded_loss, padded_grads) = results
-    torch.testing.assert_close(packed_loss, padded_loss, rtol=1e-5, atol=1e-6)
-    for name, grad in padded_grads.items():
-        torch.testing.assert_close(packed_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    (bounded_loss, bounded_grads), *others = results
+    for loss, grads in others:
+        torch.testing.assert_close(bounded_loss, loss, rtol=1e-5, atol=1e-6)
+        for name, grad in grads.items():
+            torch.testing.assert_close(bounded_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_model_without_packing_support_pads_and_says_why(tmp_path, tokenizer, online_examples, caplog):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -28,11 +28,18 @@ class ContextCollator:
     ``logit_index`` holds that position flattened over the block's ``[R, L]`` (or packed
     ``[1, sum L]``) input.
 
-    ``padding_free=True`` packs a block into one row whose ``position_ids`` restart at 0 per
+    ``padding_free=True`` packs a block into rows whose ``position_ids`` restart at 0 per
     sequence, with no ``attention_mask``; transformers (5.24) then builds a block-diagonal mask for
     sdpa and eager attention (flash attention reads the same position_ids) -- but only when no KV
     cache is in play, so call the model with ``use_cache=False``: with the default cache the packed
     sequences silently attend to each other.
+
+    ``packed_row_length`` bounds a packed row. ``None`` packs the whole block into one row, which
+    flash attention's varlen kernel needs (it only reads packed position_ids at batch size 1) and
+    which costs it nothing. Mask-based attention (sdpa, eager) instead computes every pair of a
+    row's positions, so one row of ``L`` tokens costs ``L^2`` where the sequences alone cost the sum
+    of their squares. ``"longest"`` packs first-fit decreasing into rows no longer than the block's
+    longest sequence; an int, into rows of at most ``max(int, longest)`` tokens.
 
     >>> features = [
     ...     {"completion_ids": [7, 2], "plain_prompt_ids": [1, 5], "judged_prompt_ids": [1, 5, 6],
@@ -61,6 +68,14 @@ class ContextCollator:
     (tensor([[1, 5, 7, 2, 1, 4, 8, 9, 2, 1, 5, 6, 7, 2]]), tensor([[0, 1, 2, 3, 0, 1, 2, 3, 4, 0, 1, 2, 3, 4]]))
     >>> packed["logit_index"]
     tensor([ 1,  2,  5,  6,  7, 11, 12])
+    >>> bounded = ContextCollator(pad_token_id=0, nograd_contexts=(), padding_free=True, packed_row_length=9)
+    >>> bounded = bounded(features)["grad"]
+    >>> bounded["input_ids"], bounded["position_ids"]
+    (tensor([[1, 5, 7, 2, 1, 4, 8, 9, 2],
+            [1, 5, 6, 7, 2, 0, 0, 0, 0]]), tensor([[0, 1, 2, 3, 0, 1, 2, 3, 4],
+            [0, 1, 2, 3, 4, 0, 1, 2, 3]]))
+    >>> bounded["logit_index"]
+    tensor([ 1,  2,  5,  6,  7, 11, 12])
     """
 
     pad_token_id: int
@@ -68,6 +83,7 @@ class ContextCollator:
     nograd_contexts: Sequence[str] = ("misaligned",)
     pad_to_multiple_of: int | None = None
     padding_free: bool = False
+    packed_row_length: int | Literal["longest"] | None = None
 
     def __call__(self, features: Sequence[Features]) -> dict[str, Any]:
         grad_rows = _rows(features, self.grad_contexts)
@@ -88,17 +104,35 @@ class ContextCollator:
         multiple = self.pad_to_multiple_of
         return -(-length // multiple) * multiple if multiple else length
 
+    def _bins(self, lengths: list[int]) -> list[list[int]]:
+        """Which rows share a packed row (see ``packed_row_length``)."""
+        bound = self.packed_row_length
+        if bound is None:
+            return [list(range(len(lengths)))]
+        if bound != "longest" and (isinstance(bound, bool) or not isinstance(bound, int) or bound < 1):
+            raise ValueError(f"packed_row_length must be None, 'longest' or a positive int; got {bound!r}")
+        capacity = max(lengths) if bound == "longest" else max(bound, max(lengths))
+        return _first_fit_decreasing(lengths, capacity)
+
     def _block(self, rows: list[tuple[int, int, list[int], list[int]]]) -> dict[str, torch.Tensor]:
         lengths = [len(prompt) + len(target) for _, _, prompt, target in rows]
         if self.padding_free:
-            total = sum(lengths)
-            starts = [sum(lengths[:r]) for r in range(len(rows))]
-            padded = self._padded_length(total)
-            input_ids = [token for _, _, prompt, target in rows for token in (*prompt, *target)]
-            input_ids += [self.pad_token_id] * (padded - total)
-            # The padding tail restarts at 0 so it is a sequence of its own, never attended to by others.
-            positions = [p for n in [*lengths, padded - total] for p in range(n)]
-            block = {"input_ids": torch.tensor([input_ids]), "position_ids": torch.tensor([positions])}
+            bins = self._bins(lengths)
+            width = self._padded_length(max(sum(lengths[r] for r in members) for members in bins))
+            starts = [0] * len(rows)
+            input_ids, positions = [], []
+            for index, members in enumerate(bins):
+                offset = index * width
+                row_ids = []
+                for r in members:
+                    starts[r] = offset + len(row_ids)
+                    _, _, prompt, target = rows[r]
+                    row_ids += [*prompt, *target]
+                tail = width - len(row_ids)
+                input_ids.append(row_ids + [self.pad_token_id] * tail)
+                # The padding tail restarts at 0 so it is a sequence of its own, never attended to by others.
+                positions.append([p for r in [*members, None] for p in range(lengths[r] if r is not None else tail)])
+            block = {"input_ids": torch.tensor(input_ids), "position_ids": torch.tensor(positions)}
         else:
             width = self._padded_length(max(lengths))
             starts = [r * width for r in range(len(rows))]
@@ -127,6 +161,37 @@ class ContextCollator:
             context_index=torch.tensor(context_index),
         )
         return block
+
+
+def packed_row_length(model: Any, setting: int | None = None) -> int | Literal["longest"] | None:
+    """The collator's ``packed_row_length`` for ``model`` from the config's ``packed_row_length``.
+
+    Unset: one row for flash attention (its varlen kernel costs each sequence alone and reads packed
+    position_ids only at batch size 1), else rows no longer than the longest sequence: masked sdpa /
+    eager attention costs the square of a row's length, so one row of a whole CUT block (several
+    thousand tokens) spends most of a step on attention between sequences that the mask then discards.
+    """
+    if setting == 0:
+        return None
+    if setting is not None:
+        return setting
+    implementation = str(getattr(getattr(model, "config", None), "_attn_implementation", None) or "")
+    return None if "flash" in implementation else "longest"
+
+
+def _first_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Row indices grouped into bins of at most ``capacity`` tokens, longest first, each bin in row order."""
+    bins: list[list[int]] = []
+    loads: list[int] = []
+    for row in sorted(range(len(lengths)), key=lambda r: -lengths[r]):
+        target = next((b for b, load in enumerate(loads) if load + lengths[row] <= capacity), None)
+        if target is None:
+            bins.append([row])
+            loads.append(lengths[row])
+        else:
+            bins[target].append(row)
+            loads[target] += lengths[row]
+    return sorted(sorted(members) for members in bins)
 
 
 def _rows(

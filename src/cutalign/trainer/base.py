@@ -29,7 +29,7 @@ from transformers import (
     set_seed,
 )
 
-from cutalign.data.collator import ContextCollator, block_to_matrices
+from cutalign.data.collator import ContextCollator, block_to_matrices, packed_row_length
 from cutalign.data.io import unwrap_judged
 from cutalign.data.report import DropReport
 from cutalign.data.templates import get_template
@@ -95,6 +95,7 @@ class JudgmentTrainer(Trainer):
             grad_contexts=self.grad_contexts,
             nograd_contexts=self.nograd_contexts,
             padding_free=self._resolve_padding_free(model, args),
+            packed_row_length=packed_row_length(model, args.packed_row_length),
         )
         super().__init__(
             model=model, args=args, data_collator=collator, train_dataset=train_dataset,

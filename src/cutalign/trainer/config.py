@@ -178,6 +178,14 @@ class JudgmentTrainingConfig(JudgmentDataArguments, RecipeDefaults, TrainingArgu
                           "build masks from position_ids), else padded and length-grouped with the reason logged; "
                           "true: packed or an error; false: padded."},
     )
+    packed_row_length: int | None = field(
+        default=None,
+        metadata={"help": "Longest packed row, in tokens. Unset (default): with flash attention one row per forward "
+                          "pass (its varlen kernel costs each sequence alone); with sdpa / eager, whose masked "
+                          "attention costs the square of a row's length, rows no longer than the pass's longest "
+                          "sequence, filled first-fit decreasing. 0: always one row; N: rows of at most "
+                          "max(N, longest) tokens."},
+    )
     logprob_chunk_size: int = field(
         default=1024,
         metadata={"help": "Response positions projected through the LM head at once; the [tokens, vocab] logits of "
@@ -197,6 +205,8 @@ class JudgmentTrainingConfig(JudgmentDataArguments, RecipeDefaults, TrainingArgu
     length_column_name: str = field(default="length", metadata={"help": "Column with each example's token count."})
 
     def __post_init__(self) -> None:
+        if self.packed_row_length is not None and self.packed_row_length < 0:
+            raise ValueError(f"packed_row_length must be unset, 0 or positive; got {self.packed_row_length}")
         if self.logprob_chunk_size < 1:
             raise ValueError(f"logprob_chunk_size must be positive, got {self.logprob_chunk_size}")
         if self.positive_ratio is not None and self.positive_ratio < 0:
