@@ -276,7 +276,7 @@ def cut_config(spec: Mapping[str, Any], output_dir: str, **overrides: Any) -> CU
     args = dict(
         output_dir=output_dir, per_device_train_batch_size=spec["batch_size"], max_length=spec["max_length"],
         logprob_chunk_size=spec["chunk_size"], use_cpu=spec["device"] == "cpu", report_to=[],
-        save_strategy="no", logging_strategy="no", disable_tqdm=True,
+        save_strategy="no", logging_strategy="no", disable_tqdm=True, packed_row_length=spec.get("packed_row_length"),
     )
     return CUTConfig(**(args | overrides))
 
@@ -322,7 +322,8 @@ def cutalign_sft_step(model: PreTrainedModel, examples: Sequence[Features], toke
     from cutalign.trainer.config import SFTConfig
     from cutalign.trainer.mle_trainer import SFTTrainer
 
-    config = SFTConfig(**_trainer_args(spec, output_dir), sft_include_negatives=True, positive_ratio=None)
+    config = SFTConfig(**_trainer_args(spec, output_dir), sft_include_negatives=True, positive_ratio=None,
+                       packed_row_length=spec.get("packed_row_length"), logprob_chunk_size=spec["chunk_size"])
     trainer = SFTTrainer(model, config, train_dataset=list(examples), processing_class=tokenizer)
     trainer.remove_callback(PrinterCallback)
     views = trainer.train_dataset

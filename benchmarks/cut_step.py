@@ -80,6 +80,8 @@ def main(
              "of the random Llama, the batch and LoRA.")] = "1024,14,16,128256,4,256,16",
     device: Annotated[str, typer.Option(help="'cpu', 'cuda' or 'auto'.")] = "auto",
     dtype: Annotated[str, typer.Option(help="Model dtype: float32 or bfloat16.")] = "float32",
+    packed_row_length: Annotated[int | None, typer.Option(
+        help="cutalign's packed_row_length for the steps (unset: its default; 0: one packed row a pass).")] = None,
     in_process: Annotated[bool, typer.Option(help="Measure in this process (faster; no RSS column).")] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write every figure as JSON here.")] = None,
 ) -> None:
@@ -90,7 +92,8 @@ def main(
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     spec = dict(tokenizer=str(tokenizer), data=str(data), examples_limit=examples, batch_size=batch_size,
                 max_length=max_length, chunk_size=chunk_size, device=device, dtype=dtype, seed=seed,
-                hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads, repeats=repeats)
+                hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads, repeats=repeats,
+                packed_row_length=packed_row_length)
     tok = m.load_tokenizer(tokenizer)
     too_small = [v for v in [*vocabs, two_step_vocab_size] if v < len(tok)]
     if too_small:
@@ -245,11 +248,13 @@ def useful_work_section(spec: dict, canonical: Sequence[dict], tok: Any) -> dict
     rows.append(_official_row("official layout on cutalign's examples and token ids", halves,
                               [bool(f["is_negative"]) for f in features], spec["batch_size"], 1, spec["seed"]))
     _progress("counting cutalign's batches over the epoch")
-    for padding_free in (False, True):
+    layouts = (("length-grouped, padded", {"padding_free": False}),
+               ("packed, one row a pass (packed_row_length 0)", {"packed_row_length": 0}),
+               ("packed, rows <= the longest sequence (default)", {}))
+    for layout, overrides in layouts:
         for mode in ("fake_positive", "instruction_only"):
-            label = f"cutalign {mode}, " + ("packed (default)" if padding_free else "length-grouped, padded")
-            rows.append({"layout": label, **{
-                name: cutalign_positions(spec, canonical, tok, mode, padding_free, ratio)
+            rows.append({"layout": f"cutalign {mode}, {layout}", **{
+                name: cutalign_positions(spec, canonical, tok, mode, overrides, ratio)
                 for name, ratio in (("all", None), ("downsampled", 0.25))
             }})
     return {"seed": spec["seed"], "batch_size": spec["batch_size"], "rows": rows}
@@ -321,21 +326,20 @@ def official_positions(halves: Sequence[tuple[int, int]], indices: Iterable[int]
     return {"examples": len(order), "real": real, "computed": computed}
 
 
-def cutalign_positions(spec: dict, canonical: Sequence[dict], tok: Any, mode: str, padding_free: bool,
+def cutalign_positions(spec: dict, canonical: Sequence[dict], tok: Any, mode: str, overrides: dict[str, Any],
                        ratio: float | None) -> dict[str, int]:
     """Count what ``CUTTrainer``'s own dataloader (length-grouped sampler, ContextCollator) feeds the model."""
     model = tiny_causal_lm(len(tok), hidden_size=16, num_layers=1, num_heads=4)
     with tempfile.TemporaryDirectory() as output_dir:
-        config = m.cut_config(spec, output_dir, misalign_mode=mode, padding_free=padding_free, positive_ratio=ratio)
+        config = m.cut_config(spec, output_dir, **({"misalign_mode": mode, "positive_ratio": ratio} | overrides))
         trainer = m.new_cut_trainer(model, config, canonical, tok)
         real = computed = 0
         for batch in trainer.get_train_dataloader():
             for block in (batch["grad"], batch.get("nograd")):
                 if block is None:
                     continue
-                mask = block.get("attention_mask")
                 computed += block["input_ids"].numel()
-                real += int(mask.sum()) if mask is not None else block["input_ids"].numel()
+                real += int(block["real_tokens"])
     return {"examples": len(trainer.train_dataset), "real": real, "computed": computed}
 
 

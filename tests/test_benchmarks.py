@@ -58,10 +58,8 @@ def test_smallest_configuration_prints_complete_tables(tmp_path, cut_online_dir,
         assert all(cell.endswith("x") for cell in row[10:14]) and row[14].endswith("%"), row
     assert [row[10] for row in steps[1:] if row[1] == "cutalign-sft"] == ["1.00x"]
     assert [row[12:14] for row in steps[1:] if row[1] == "trl-dpo"] == [["1.00x", "1.00x"]]
-    # Packed by default: cutalign's CUT and SFT steps compute only real positions.
-    assert all(row[14] == "100.0%" for row in steps[1:] if row[1].startswith("cut")), steps
     work = markdown_rows(out, "layout")
-    assert len(work) == 1 + 8 and all(cell.endswith("%") for row in work[1:] for cell in (row[4], row[8]))
+    assert len(work) == 1 + 10 and all(cell.endswith("%") for row in work[1:] for cell in (row[4], row[8]))
     assert "Two CUTTrainer steps" in out and "predicted peak" in out
     epoch = markdown_rows(out, "run")
     assert epoch[0] == EPOCH_COLUMNS and [row[0] for row in epoch[1:]] == [
@@ -94,7 +92,15 @@ def test_smallest_configuration_prints_complete_tables(tmp_path, cut_online_dir,
     for row in report["useful_work"]["rows"]:
         for part in (row["all"], row["downsampled"]):
             assert 0 < part["real"] <= part["computed"] and part["examples"] > 0, row
-    padding_free = [r for r in report["useful_work"]["rows"] if "packed" in r["layout"]]
-    assert padding_free and all(r["all"]["real"] == r["all"]["computed"] for r in padding_free)
+    # One packed row a pass computes only real positions; rows bounded by the longest sequence (the default)
+    # never compute more than padding every sequence to the longest does.
+    layouts = {r["layout"]: r for r in report["useful_work"]["rows"]}
+    for mode in ("fake_positive", "instruction_only"):
+        one_row = layouts[f"cutalign {mode}, packed, one row a pass (packed_row_length 0)"]
+        bounded = layouts[f"cutalign {mode}, packed, rows <= the longest sequence (default)"]
+        padded = layouts[f"cutalign {mode}, length-grouped, padded"]
+        for part in ("all", "downsampled"):
+            assert one_row[part]["real"] == one_row[part]["computed"] == bounded[part]["real"] == padded[part]["real"]
+            assert bounded[part]["computed"] <= padded[part]["computed"], (bounded, padded)
     two_step = report["two_step"]
     assert two_step["peak_bytes"] > 0 and len(two_step["official_shapes"]) == 2

@@ -54,6 +54,7 @@ def check_block(block: dict, features: list[dict], contexts: tuple[str, ...], pa
         assert block["input_ids"].shape[0] <= len(rows)
     if not padding_free:
         assert block["attention_mask"].sum(1).tolist() == [len(p) + len(t) for _, _, p, t in rows]
+    assert int(block["real_tokens"]) == sum(lengths) <= block["input_ids"].numel()
     # Each logit position holds the token before the target, at its in-sequence position, and the
     # row it belongs to starts (position 0) with the prompt's first token.
     logit_index = block["logit_index"]

@@ -39,6 +39,9 @@ def test_two_steps_change_parameters_and_log_cut_metrics(tmp_path, tokenizer, on
     assert changed, "no parameter changed after two CUT steps"
     logged = {k for entry in trainer.state.log_history for k in entry}
     assert {"unlikely_fraction", "tokens_per_second", "useful_token_fraction"} <= logged
+    # Packed rows bounded by the longest sequence pad their tails: real tokens are counted, not positions.
+    useful = [entry["useful_token_fraction"] for entry in trainer.state.log_history if "useful_token_fraction" in entry]
+    assert all(0.5 < fraction <= 1 for fraction in useful)
 
 
 def test_positives_are_downsampled_and_counted(tmp_path, tokenizer, online_examples):

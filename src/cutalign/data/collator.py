@@ -59,6 +59,8 @@ class ContextCollator:
     tensor([[1, 1, 1, 1, 0],
             [1, 1, 1, 1, 1],
             [1, 1, 1, 1, 1]])
+    >>> int(grad["real_tokens"]), grad["input_ids"].numel()
+    (14, 15)
     >>> grad["logit_index"], grad["target_ids"]
     (tensor([ 1,  2,  6,  7,  8, 12, 13]), tensor([7, 2, 8, 9, 2, 7, 2]))
     >>> grad["example_index"], grad["token_index"], grad["context_index"]
@@ -154,6 +156,7 @@ class ContextCollator:
             token_index.extend(range(len(target)))
             context_index.extend([context] * len(target))
         block.update(
+            real_tokens=torch.tensor(sum(lengths)),  # what the forward pass must compute; the rest is padding
             logit_index=torch.tensor(logit_index),
             target_ids=torch.tensor(target_ids),
             example_index=torch.tensor(example_index),

@@ -230,9 +230,8 @@ class JudgmentTrainer(Trainer):
 
     # ------------------------------------------------------------------ logging
     def _count_tokens(self, block: dict[str, torch.Tensor]) -> None:
-        mask = block.get("attention_mask")
         self._tokens["computed"] += int(block["input_ids"].numel())
-        self._tokens["real"] += int(mask.sum()) if mask is not None else int(block["input_ids"].numel())
+        self._tokens["real"] += int(block["real_tokens"])
 
     def _pop_metrics(self, mode: str) -> dict[str, float]:
         """Mean of each metric since the last log, averaged over processes (every process logs)."""
