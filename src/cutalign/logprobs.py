@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -53,9 +53,7 @@ def chunked_head_logprobs(
     if hidden.shape[0] == 0:
         return _upcast(hidden.sum(dim=-1))  # [0], still attached to the graph
     weight, bias = _linear_parameters(head)
-    if weight is None or (_is_zero3_partitioned(weight) and torch.is_grad_enabled()):
-        # ZeRO-3 gathers a partitioned head (and reduces its gradient) only around the module's own
-        # forward, so each chunk calls the module.
+    if weight is None:
         return _module_logprobs(hidden, head, targets, chunk_size, softcap)
     _check_weight(weight, bias, hidden)
     _check_targets(targets, weight.shape[0])
@@ -147,8 +145,13 @@ def _gathered(head: nn.Module) -> Iterator[Callable[[Tensor], Tensor]]:
     FSDP's end-of-backward callback reduce-scatters and reshards. A later pass (the no-grad one, or
     the head's next forward) may reshard it before backward, so the result's backward unshards it
     again first (a no-op when it still is). Without gradient we reshard at once.
-    DeepSpeed ZeRO-3: partitioned parameters are gathered for a pass without gradient; with
-    gradient ZeRO-3 must see the head's module run, which `chunked_head_logprobs` then does.
+    DeepSpeed ZeRO-3: the head's partitioned parameters are gathered once around all chunks, with
+    gradient or without (ZeRO-3's own hooks would all-gather in every call of the head module, and
+    processes with different row counts run different numbers of chunks: a deadlock). A plain linear
+    head's backward gathers its weight again (`_ChunkedLinearLogprobs`); its full-size gradient then
+    reaches ZeRO-3's gradient hooks like any module's. A non-linear head (e.g. LoRA on ``lm_head``)
+    runs its module per chunk, whose hooks release and re-gather it: processes must agree on the
+    number of chunks there.
     """
     weight = getattr(head, "weight", None)
     fsdp_module = _fsdp_module(head)
@@ -160,13 +163,52 @@ def _gathered(head: nn.Module) -> Iterator[Callable[[Tensor], Tensor]]:
             if not torch.is_grad_enabled():
                 fsdp_module.reshard()
         return
-    if _is_zero3_partitioned(weight) and not torch.is_grad_enabled():
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters(list(head.parameters()), modifier_rank=None):
+    if _is_zero3_partitioned(weight) and (_linear_parameters(head)[0] is not None or not torch.is_grad_enabled()):
+        with _zero3_gathered(head.parameters()):
             yield lambda logprobs: logprobs
         return
     yield lambda logprobs: logprobs
+
+
+def _zero3_gathered(params: Iterable[Tensor | None]) -> contextlib.AbstractContextManager:
+    """DeepSpeed's ``GatheredParameters`` (a collective: every process must enter it) for the ZeRO-3
+    partitioned ones among ``params``; a no-op context when there are none."""
+    partitioned = [p for p in params if _is_zero3_partitioned(p)]
+    if not partitioned:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None)
+
+
+def _zero3_all_gather(params: Iterable[Tensor | None]) -> list[Tensor]:
+    """All-gather the ZeRO-3 partitioned ones among ``params`` (a collective); returns them."""
+    partitioned = [p for p in params if _is_zero3_partitioned(p)]
+    if partitioned:
+        partitioned[0].all_gather(param_list=partitioned)
+    return partitioned
+
+
+def _zero3_partition_after_accumulation(params: list[Tensor]) -> None:
+    """Partition ZeRO-3 parameters gathered for a backward, each once its gradient is accumulated.
+
+    Why not at once: autograd's AccumulateGrad, which runs after the backward that returned the
+    full-size gradient, lays it out like the parameter, and a partitioned one is 0-sized (a shape
+    error). ZeRO-3's reduce hook, registered first, runs first and sees the full gradient.
+    """
+    for param in params:
+        if param.requires_grad:
+            _partition_once_accumulated(param)
+        else:
+            param.partition(param_list=[param], has_been_updated=False)
+
+
+def _partition_once_accumulated(param: Tensor) -> None:
+    def partition(tensor: Tensor) -> None:
+        handle.remove()
+        tensor.partition(param_list=[tensor], has_been_updated=False)
+
+    handle = param.register_post_accumulate_grad_hook(partition)
 
 
 class _UnshardBeforeBackward(torch.autograd.Function):
@@ -330,38 +372,48 @@ class _ChunkedLinearLogprobs(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_logprobs: Tensor) -> tuple[Tensor | None, ...]:
-        hidden, weight, bias, targets, lse = ctx.saved_tensors
-        need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
-        dtype, softcap = ctx.compute_dtype, ctx.softcap
-        w = weight.to(dtype)
-        b = None if bias is None else bias.to(dtype)
-        grad_hidden = torch.empty_like(hidden) if need_hidden else None
-        grad_weight = torch.zeros_like(w) if need_weight else None
-        grad_bias = torch.zeros(w.shape[0], dtype=_upcast_dtype(dtype), device=w.device) if need_bias else None
-        with torch.autocast(hidden.device.type, enabled=False):
-            for rows in _chunks(hidden.shape[0], ctx.chunk_size):
-                h = hidden[rows].to(dtype)
-                logits, squashed = _chunk_logits(h, w, b, softcap)
-                g = grad_logprobs[rows, None].to(logits.dtype)
-                # d log p(target) / d logits = onehot(target) - softmax
-                d_logits = logits.sub_(lse[rows, None]).exp_().mul_(-g)  # in place: one [chunk, V] buffer
-                d_logits.scatter_add_(1, targets[rows, None], g)
-                if squashed is not None:  # d(cap * tanh(z / cap)) / dz = 1 - tanh^2
-                    d_logits.mul_(1 - squashed.square())
-                if need_bias:
-                    grad_bias += d_logits.sum(dim=0)
-                d_logits = d_logits.to(dtype)
-                if need_hidden:
-                    grad_hidden[rows] = d_logits @ w
-                if need_weight:
-                    grad_weight.addmm_(d_logits.t(), h)
-                del logits, squashed, d_logits  # else the next chunk's logits are allocated beside them
-        return (
-            grad_hidden,
-            None if grad_weight is None else grad_weight.to(weight.dtype),
-            None if grad_bias is None else grad_bias.to(bias.dtype),
-            None, None, None, None,
-        )
+        # A ZeRO-3 head was partitioned again after the forward (see `_gathered`): gather it for the
+        # recomputed logits. Every process reaches this node once per pass, so the collectives pair up.
+        gathered = _zero3_all_gather(ctx.saved_tensors[1:3])
+        grads = _linear_backward(ctx, grad_logprobs)
+        _zero3_partition_after_accumulation(gathered)
+        return grads
+
+
+def _linear_backward(ctx: Any, grad_logprobs: Tensor) -> tuple[Tensor | None, ...]:
+    """`_ChunkedLinearLogprobs`' gradients: each chunk's logits recomputed, one ``[chunk, V]`` at a time."""
+    hidden, weight, bias, targets, lse = ctx.saved_tensors
+    need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
+    dtype, softcap = ctx.compute_dtype, ctx.softcap
+    w = weight.to(dtype)
+    b = None if bias is None else bias.to(dtype)
+    grad_hidden = torch.empty_like(hidden) if need_hidden else None
+    grad_weight = torch.zeros_like(w) if need_weight else None
+    grad_bias = torch.zeros(w.shape[0], dtype=_upcast_dtype(dtype), device=w.device) if need_bias else None
+    with torch.autocast(hidden.device.type, enabled=False):
+        for rows in _chunks(hidden.shape[0], ctx.chunk_size):
+            h = hidden[rows].to(dtype)
+            logits, squashed = _chunk_logits(h, w, b, softcap)
+            g = grad_logprobs[rows, None].to(logits.dtype)
+            # d log p(target) / d logits = onehot(target) - softmax
+            d_logits = logits.sub_(lse[rows, None]).exp_().mul_(-g)  # in place: one [chunk, V] buffer
+            d_logits.scatter_add_(1, targets[rows, None], g)
+            if squashed is not None:  # d(cap * tanh(z / cap)) / dz = 1 - tanh^2
+                d_logits.mul_(1 - squashed.square())
+            if need_bias:
+                grad_bias += d_logits.sum(dim=0)
+            d_logits = d_logits.to(dtype)
+            if need_hidden:
+                grad_hidden[rows] = d_logits @ w
+            if need_weight:
+                grad_weight.addmm_(d_logits.t(), h)
+            del logits, squashed, d_logits  # else the next chunk's logits are allocated beside them
+    return (
+        grad_hidden,
+        None if grad_weight is None else grad_weight.to(weight.dtype),
+        None if grad_bias is None else grad_bias.to(bias.dtype),
+        None, None, None, None,
+    )
 
 
 def _linear_forward(
@@ -436,8 +488,6 @@ def _verify_head_once(head: nn.Module, softcap: float | None, last_hidden: Tenso
     """
     weight, bias = _linear_parameters(head)
     if weight is None or model_logits is None or head in _VERIFIED_HEADS:
-        return
-    if _is_zero3_partitioned(weight) and weight.numel() == 0:  # checked in a later pass, once gathered
         return
     with torch.no_grad(), torch.autocast(last_hidden.device.type, enabled=False):
         dtype = _compute_dtype(last_hidden, weight)

@@ -1,7 +1,9 @@
-"""`cutalign train` under torchrun / accelerate with 2 CPU processes (gloo): the Trainer's own DDP."""
+"""`cutalign train` under torchrun / accelerate with 2 CPU processes (gloo): the Trainer's own DDP,
+FSDP2 (a worker script) and DeepSpeed ZeRO-3 (the Trainer's ``--deepspeed``)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -81,3 +83,42 @@ def test_fsdp2_sharded_head_gives_the_one_process_update(tmp_path, tiny_model_di
     assert not torch.equal(after_fsdp["lm_head.weight"], initial["lm_head.weight"])
     for name, value in after_single.items():
         torch.testing.assert_close(after_fsdp[name], value, atol=1e-6, rtol=1e-5, msg=name)
+
+
+# ZeRO-3 on CPU: no train_batch_size, since transformers loads the model under zero.Init before DeepSpeed's
+# own process group exists, and zero.Init would check the filled-in global batch against world size 1.
+ZERO3_CONFIG = {"zero_optimization": {"stage": 3, "stage3_gather_16bit_weights_on_model_save": True},
+                "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+                "gradient_clipping": "auto", "zero_allow_untested_optimizer": True}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
+                    reason="DeepSpeed is not installed (pip install 'cutalign[deepspeed]')")
+@pytest.mark.parametrize("misalign_mode", ["fake_positive", "instruction_only"])
+def test_deepspeed_zero3_gives_the_one_process_update(tmp_path, monkeypatch, tiny_model_dir, cut_online_dir,
+                                                      misalign_mode):
+    """`cutalign train --deepspeed` with ZeRO-3 (every weight, the LM head too, partitioned), 2 gloo processes
+    x 2 examples == 1 process x 4 examples. One of the 4 examples is negative, so in fake_positive mode one
+    process runs an empty no-grad pass; with 64-row chunks the processes also run different numbers of
+    chunks, which deadlocks unless the head is gathered once per pass rather than in each chunk."""
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    config = tmp_path / "zero3.json"
+    config.write_text(json.dumps(ZERO3_CONFIG))
+    data = cut_online_dir / "train-alpaca-sample-iter3.json"
+    exact = ["--optim", "sgd", "--learning_rate", "1.0", "--lr_scheduler_type", "constant", "--max_steps", "1",
+             "--train_sampling_strategy", "sequential", "--positive_ratio", "-1", "--disable_dropout", "true",
+             "--misalign_mode", misalign_mode, "--logprob_chunk_size", "64"]
+    zero3, single = tmp_path / "zero3", tmp_path / "single"
+    result = run([str(BIN / "torchrun"), "--nproc_per_node", "2", "--no-python", str(BIN / "cutalign"),
+                  *train_args(tiny_model_dir, data, zero3), *exact, "--deepspeed", str(config)], tmp_path)
+    assert "processes: 2, global batch: 4" in result.stderr
+    run([str(BIN / "cutalign"), *train_args(tiny_model_dir, data, single), *exact,
+         "--per_device_train_batch_size", "4"], tmp_path)
+    initial, after_zero3, after_single = (load_file(d / "model.safetensors") for d in (tiny_model_dir, zero3, single))
+    assert set(after_zero3) == set(after_single)
+    assert not torch.equal(after_zero3["lm_head.weight"], initial["lm_head.weight"])
+    for name, value in after_single.items():
+        torch.testing.assert_close(after_zero3[name], value, atol=1e-6, rtol=1e-5, msg=name)

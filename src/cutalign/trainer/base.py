@@ -312,7 +312,8 @@ def _empty_block(like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     ids = like["input_ids"][:1, :1]
     empty = like["target_ids"][:0]
     return {"input_ids": ids, "position_ids": torch.zeros_like(ids), "logit_index": empty, "target_ids": empty,
-            "example_index": empty, "token_index": empty, "context_index": empty}
+            "example_index": empty, "token_index": empty, "context_index": empty,
+            "real_tokens": torch.zeros((), dtype=torch.long)}  # no useful work: `_count_tokens` reads it
 
 
 def template_from_config(args: JudgmentTrainingConfig, tokenizer: PreTrainedTokenizerBase):
