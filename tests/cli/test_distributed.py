@@ -85,11 +85,9 @@ def test_fsdp2_sharded_head_gives_the_one_process_update(tmp_path, tiny_model_di
         torch.testing.assert_close(after_fsdp[name], value, atol=1e-6, rtol=1e-5, msg=name)
 
 
-# ZeRO-3 on CPU: no train_batch_size, since transformers loads the model under zero.Init before DeepSpeed's
-# own process group exists, and zero.Init would check the filled-in global batch against world size 1.
-ZERO3_CONFIG = {"zero_optimization": {"stage": 3, "stage3_gather_16bit_weights_on_model_save": True},
-                "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
-                "gradient_clipping": "auto", "zero_allow_untested_optimizer": True}
+# The shipped config. It has no train_batch_size: transformers loads the model under zero.Init before
+# DeepSpeed's own process group exists, and zero.Init would check that global batch against world size 1.
+ZERO3_CONFIG = Path(__file__).parents[2] / "examples" / "deepspeed_zero3.json"
 
 
 @pytest.mark.slow
@@ -105,15 +103,13 @@ def test_deepspeed_zero3_gives_the_one_process_update(tmp_path, monkeypatch, tin
     from safetensors.torch import load_file
 
     monkeypatch.setenv("DS_ACCELERATOR", "cpu")
-    config = tmp_path / "zero3.json"
-    config.write_text(json.dumps(ZERO3_CONFIG))
     data = cut_online_dir / "train-alpaca-sample-iter3.json"
     exact = ["--optim", "sgd", "--learning_rate", "1.0", "--lr_scheduler_type", "constant", "--max_steps", "1",
              "--train_sampling_strategy", "sequential", "--positive_ratio", "-1", "--disable_dropout", "true",
              "--misalign_mode", misalign_mode, "--logprob_chunk_size", "64"]
     zero3, single = tmp_path / "zero3", tmp_path / "single"
     result = run([str(BIN / "torchrun"), "--nproc_per_node", "2", "--no-python", str(BIN / "cutalign"),
-                  *train_args(tiny_model_dir, data, zero3), *exact, "--deepspeed", str(config)], tmp_path)
+                  *train_args(tiny_model_dir, data, zero3), *exact, "--deepspeed", str(ZERO3_CONFIG)], tmp_path)
     assert "processes: 2, global batch: 4" in result.stderr
     run([str(BIN / "cutalign"), *train_args(tiny_model_dir, data, single), *exact,
          "--per_device_train_batch_size", "4"], tmp_path)
