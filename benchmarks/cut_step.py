@@ -250,7 +250,7 @@ def useful_work_section(spec: dict, canonical: Sequence[dict], tok: Any) -> dict
     _progress("counting cutalign's batches over the epoch")
     layouts = (("length-grouped, padded", {"padding_free": False}),
                ("packed, one row a pass (packed_row_length 0)", {"packed_row_length": 0}),
-               ("packed, rows <= the longest sequence (default)", {}))
+               ("packed, rows by attention cost (default)", {}))
     for layout, overrides in layouts:
         for mode in ("fake_positive", "instruction_only"):
             rows.append({"layout": f"cutalign {mode}, {layout}", **{

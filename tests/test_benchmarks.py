@@ -92,12 +92,12 @@ def test_smallest_configuration_prints_complete_tables(tmp_path, cut_online_dir,
     for row in report["useful_work"]["rows"]:
         for part in (row["all"], row["downsampled"]):
             assert 0 < part["real"] <= part["computed"] and part["examples"] > 0, row
-    # One packed row a pass computes only real positions; rows bounded by the longest sequence (the default)
-    # never compute more than padding every sequence to the longest does.
+    # One packed row a pass computes only real positions; the default's rows, never longer than 8192 tokens or
+    # the longest sequence, compute no more than padding every sequence to the longest does.
     layouts = {r["layout"]: r for r in report["useful_work"]["rows"]}
     for mode in ("fake_positive", "instruction_only"):
         one_row = layouts[f"cutalign {mode}, packed, one row a pass (packed_row_length 0)"]
-        bounded = layouts[f"cutalign {mode}, packed, rows <= the longest sequence (default)"]
+        bounded = layouts[f"cutalign {mode}, packed, rows by attention cost (default)"]
         padded = layouts[f"cutalign {mode}, length-grouped, padded"]
         for part in ("all", "downsampled"):
             assert one_row[part]["real"] == one_row[part]["computed"] == bounded[part]["real"] == padded[part]["real"]

@@ -76,8 +76,9 @@ def check_block(block: dict, features: list[dict], contexts: tuple[str, ...], pa
         assert flat_ids[logit_index[entries]].tolist() == [*prompt[-1:], *target[:-1]]
     assert all(not left for left in by_context.values()), "tokens without a reference row"
     if padding_free and row_length is not None:  # whole sequences, at most max(bound, longest) tokens a row
-        capacity = max(lengths) if row_length == "longest" else max(row_length, max(lengths))
-        assert int(load.min()) > 0 and int(load.max()) <= capacity
+        assert int(load.min()) > 0
+        if row_length != "auto":
+            assert int(load.max()) <= max(row_length, max(lengths))
 
     matrices = block_to_matrices(block["target_ids"], block, contexts, len(features))
     for ctx in contexts:
@@ -95,12 +96,13 @@ def check_block(block: dict, features: list[dict], contexts: tuple[str, ...], pa
     features=st.lists(feature_dicts(), min_size=1, max_size=4),
     padding_free=st.booleans(),
     multiple=st.sampled_from([None, 1, 8]),
-    row_length=st.sampled_from([None, "longest", 1, 12, 40]),
+    row_length=st.sampled_from([None, "auto", 1, 12, 40]),
+    pair_cost=st.sampled_from([0.0, 1 / 1024, 1 / 16]),
 )
-def test_collator_matches_the_per_row_reference(features, padding_free, multiple, row_length):
+def test_collator_matches_the_per_row_reference(features, padding_free, multiple, row_length, pair_cost):
     features[0]["plain_prompt_ids"] = features[0]["plain_prompt_ids"] or [5]
     collator = ContextCollator(PAD, GRAD, NOGRAD, pad_to_multiple_of=multiple, padding_free=padding_free,
-                               packed_row_length=row_length)
+                               packed_row_length=row_length, attention_pair_cost=pair_cost)
     batch = collator(features)
     assert batch["is_negative"].tolist() == [f["is_negative"] for f in features]
     check_block(batch["grad"], features, GRAD, padding_free, row_length)
@@ -247,14 +249,14 @@ def _cut_trainer(tmp_path, model, tokenizer, examples, **overrides):
 
 @pytest.mark.parametrize("misalign_mode", ["fake_positive", "instruction_only"])
 def test_packed_by_default_with_the_padded_loss_and_gradients(tmp_path, tokenizer, online_examples, misalign_mode):
-    """Default batches are packed for Llama into rows no longer than the longest sequence; the CUT loss and
-    every gradient equal those of one packed row and of the padded batch."""
+    """Default batches are packed for Llama, the tiny model's dear attention splitting each pass into rows; the
+    CUT loss and every gradient equal those of one packed row and of the padded batch."""
     from cutalign.demo.assets import tiny_causal_lm
 
     examples = [e for e in online_examples if len(e["completion"]) < 500][:6]
     model = tiny_causal_lm(tokenizer, hidden_size=32)
     results = []
-    for overrides, rows in (({}, "longest"), ({"packed_row_length": 0}, None), ({"padding_free": False}, "longest")):
+    for overrides, rows in (({}, "auto"), ({"packed_row_length": 0}, None), ({"padding_free": False}, "auto")):
         trainer = _cut_trainer(tmp_path, model, tokenizer, examples, misalign_mode=misalign_mode, **overrides)
         assert trainer.data_collator.padding_free is ("padding_free" not in overrides)
         assert trainer.data_collator.packed_row_length == rows

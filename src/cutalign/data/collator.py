@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
+
+from cutalign.data.packing import RowLength, pack
 
 Features = Mapping[str, Any]
 
@@ -34,12 +36,9 @@ class ContextCollator:
     cache is in play, so call the model with ``use_cache=False``: with the default cache the packed
     sequences silently attend to each other.
 
-    ``packed_row_length`` bounds a packed row. ``None`` packs the whole block into one row, which
-    flash attention's varlen kernel needs (it only reads packed position_ids at batch size 1) and
-    which costs it nothing. Mask-based attention (sdpa, eager) instead computes every pair of a
-    row's positions, so one row of ``L`` tokens costs ``L^2`` where the sequences alone cost the sum
-    of their squares. ``"longest"`` packs first-fit decreasing into rows no longer than the block's
-    longest sequence; an int, into rows of at most ``max(int, longest)`` tokens.
+    ``packed_row_length`` says which sequences share a row (:func:`cutalign.data.packing.pack`):
+    ``None`` one row (what flash attention needs), ``"auto"`` the layout cheapest for mask-based
+    attention given ``attention_pair_cost``, an int rows of at most ``max(int, longest)`` tokens.
 
     >>> features = [
     ...     {"completion_ids": [7, 2], "plain_prompt_ids": [1, 5], "judged_prompt_ids": [1, 5, 6],
@@ -85,7 +84,8 @@ class ContextCollator:
     nograd_contexts: Sequence[str] = ("misaligned",)
     pad_to_multiple_of: int | None = None
     padding_free: bool = False
-    packed_row_length: int | Literal["longest"] | None = None
+    packed_row_length: RowLength = None
+    attention_pair_cost: float = 0.0
 
     def __call__(self, features: Sequence[Features]) -> dict[str, Any]:
         grad_rows = _rows(features, self.grad_contexts)
@@ -106,20 +106,10 @@ class ContextCollator:
         multiple = self.pad_to_multiple_of
         return -(-length // multiple) * multiple if multiple else length
 
-    def _bins(self, lengths: list[int]) -> list[list[int]]:
-        """Which rows share a packed row (see ``packed_row_length``)."""
-        bound = self.packed_row_length
-        if bound is None:
-            return [list(range(len(lengths)))]
-        if bound != "longest" and (isinstance(bound, bool) or not isinstance(bound, int) or bound < 1):
-            raise ValueError(f"packed_row_length must be None, 'longest' or a positive int; got {bound!r}")
-        capacity = max(lengths) if bound == "longest" else max(bound, max(lengths))
-        return _first_fit_decreasing(lengths, capacity)
-
     def _block(self, rows: list[tuple[int, int, list[int], list[int]]]) -> dict[str, torch.Tensor]:
         lengths = [len(prompt) + len(target) for _, _, prompt, target in rows]
         if self.padding_free:
-            bins = self._bins(lengths)
+            bins = pack(lengths, self.packed_row_length, self.attention_pair_cost)
             width = self._padded_length(max(sum(lengths[r] for r in members) for members in bins))
             starts = [0] * len(rows)
             input_ids, positions = [], []
@@ -164,37 +154,6 @@ class ContextCollator:
             context_index=torch.tensor(context_index),
         )
         return block
-
-
-def packed_row_length(model: Any, setting: int | None = None) -> int | Literal["longest"] | None:
-    """The collator's ``packed_row_length`` for ``model`` from the config's ``packed_row_length``.
-
-    Unset: one row for flash attention (its varlen kernel costs each sequence alone and reads packed
-    position_ids only at batch size 1), else rows no longer than the longest sequence: masked sdpa /
-    eager attention costs the square of a row's length, so one row of a whole CUT block (several
-    thousand tokens) spends most of a step on attention between sequences that the mask then discards.
-    """
-    if setting == 0:
-        return None
-    if setting is not None:
-        return setting
-    implementation = str(getattr(getattr(model, "config", None), "_attn_implementation", None) or "")
-    return None if "flash" in implementation else "longest"
-
-
-def _first_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
-    """Row indices grouped into bins of at most ``capacity`` tokens, longest first, each bin in row order."""
-    bins: list[list[int]] = []
-    loads: list[int] = []
-    for row in sorted(range(len(lengths)), key=lambda r: -lengths[r]):
-        target = next((b for b, load in enumerate(loads) if load + lengths[row] <= capacity), None)
-        if target is None:
-            bins.append([row])
-            loads.append(lengths[row])
-        else:
-            bins[target].append(row)
-            loads[target] += lengths[row]
-    return sorted(sorted(members) for members in bins)
 
 
 def _rows(

@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from cutalign.data.collator import ContextCollator, block_to_matrices, packed_row_length
+from cutalign.data.collator import ContextCollator, block_to_matrices
+from cutalign.data.packing import attention_pair_cost, packed_row_length
 from cutalign.data.report import DropReport
 from cutalign.data.schema import prompt_text
 from cutalign.data.templates import DEFAULT_FAKE_POSITIVE, AlpacaTemplate, PromptTemplate
@@ -152,7 +153,8 @@ def inspect_examples(
     collator = ContextCollator(pad_token_id=_pad_id(tokenizer), grad_contexts=("plain", "judged"),
                                nograd_contexts=contexts[2:],
                                padding_free=packing_unsupported_reason(model) is None,
-                               packed_row_length=packed_row_length(model))
+                               packed_row_length=packed_row_length(model),
+                               attention_pair_cost=attention_pair_cost(getattr(model, "config", None)))
     built: list[tuple[Mapping[str, Any], dict[str, Any], str | None]] = []
     for index, example in enumerate(examples):
         features, notice = builder.build_with_notice(example, contexts)

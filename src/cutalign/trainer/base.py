@@ -29,8 +29,9 @@ from transformers import (
     set_seed,
 )
 
-from cutalign.data.collator import ContextCollator, block_to_matrices, packed_row_length
+from cutalign.data.collator import ContextCollator, block_to_matrices
 from cutalign.data.io import unwrap_judged
+from cutalign.data.packing import attention_pair_cost, packed_row_length
 from cutalign.data.report import DropReport
 from cutalign.data.templates import get_template
 from cutalign.data.views import ViewBuilder, build_dataset
@@ -96,6 +97,7 @@ class JudgmentTrainer(Trainer):
             nograd_contexts=self.nograd_contexts,
             padding_free=self._resolve_padding_free(model, args),
             packed_row_length=packed_row_length(model, args.packed_row_length),
+            attention_pair_cost=attention_pair_cost(getattr(model, "config", None)),
         )
         super().__init__(
             model=model, args=args, data_collator=collator, train_dataset=train_dataset,

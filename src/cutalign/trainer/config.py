@@ -182,8 +182,9 @@ class JudgmentTrainingConfig(JudgmentDataArguments, RecipeDefaults, TrainingArgu
         default=None,
         metadata={"help": "Longest packed row, in tokens. Unset (default): with flash attention one row per forward "
                           "pass (its varlen kernel costs each sequence alone); with sdpa / eager, whose masked "
-                          "attention costs the square of a row's length, rows no longer than the pass's longest "
-                          "sequence, filled first-fit decreasing. 0: always one row; N: rows of at most "
+                          "attention costs the square of a row's length, the row count that costs least for this "
+                          "model's shapes (several rows for small models, one for large ones; rows <= 8192 "
+                          "tokens), filled first-fit decreasing. 0: always one row; N: rows of at most "
                           "max(N, longest) tokens."},
     )
     logprob_chunk_size: int = field(
