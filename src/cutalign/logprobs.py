@@ -50,10 +50,20 @@ def chunked_head_logprobs(
     is saved for backward.
     """
     _check_head_inputs(hidden, targets, chunk_size, softcap)
-    if hidden.shape[0] == 0:
+    zero3 = _has_zero3_parameters(head)
+    if hidden.shape[0] == 0 and not zero3:  # ZeRO-3: an empty pass must gather (in backward too) like the others
         return _upcast(hidden.sum(dim=-1))  # [0], still attached to the graph
     weight, bias = _linear_parameters(head)
     if weight is None:
+        if zero3:
+            # ZeRO-3 gathers such a head in each call of its modules and releases it after: the chunks'
+            # recomputation under checkpointing fails its shape check, and without the check the LoRA
+            # update came out wrong (0.04 off the one-process update).
+            raise NotImplementedError(
+                f"a DeepSpeed ZeRO-3 partitioned LM head that is not a plain nn.Linear ({type(head).__module__}."
+                f"{type(head).__name__}, "
+                "e.g. LoRA on lm_head) is not supported: leave lm_head out of lora_target_modules, or use DDP"
+            )
         return _module_logprobs(hidden, head, targets, chunk_size, softcap)
     _check_weight(weight, bias, hidden)
     _check_targets(targets, weight.shape[0])
@@ -149,9 +159,8 @@ def _gathered(head: nn.Module) -> Iterator[Callable[[Tensor], Tensor]]:
     gradient or without (ZeRO-3's own hooks would all-gather in every call of the head module, and
     processes with different row counts run different numbers of chunks: a deadlock). A plain linear
     head's backward gathers its weight again (`_ChunkedLinearLogprobs`); its full-size gradient then
-    reaches ZeRO-3's gradient hooks like any module's. A non-linear head (e.g. LoRA on ``lm_head``)
-    runs its module per chunk, whose hooks release and re-gather it: processes must agree on the
-    number of chunks there.
+    reaches ZeRO-3's gradient hooks like any module's. Other ZeRO-3 heads (e.g. LoRA on ``lm_head``)
+    are refused by `chunked_head_logprobs`.
     """
     weight = getattr(head, "weight", None)
     fsdp_module = _fsdp_module(head)
@@ -163,7 +172,7 @@ def _gathered(head: nn.Module) -> Iterator[Callable[[Tensor], Tensor]]:
             if not torch.is_grad_enabled():
                 fsdp_module.reshard()
         return
-    if _is_zero3_partitioned(weight) and (_linear_parameters(head)[0] is not None or not torch.is_grad_enabled()):
+    if _is_zero3_partitioned(weight) and _linear_parameters(head)[0] is not None:
         with _zero3_gathered(head.parameters()):
             yield lambda logprobs: logprobs
         return
@@ -259,6 +268,10 @@ def _is_dtensor(tensor: Any) -> bool:
 
 def _is_zero3_partitioned(tensor: Any) -> bool:
     return tensor is not None and hasattr(tensor, "ds_id")
+
+
+def _has_zero3_parameters(head: nn.Module | Tensor) -> bool:
+    return any(_is_zero3_partitioned(p) for p in ([head] if isinstance(head, Tensor) else head.parameters()))
 
 
 def packing_unsupported_reason(model: nn.Module) -> str | None:

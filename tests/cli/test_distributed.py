@@ -120,3 +120,19 @@ def test_deepspeed_zero3_gives_the_one_process_update(tmp_path, monkeypatch, tin
     assert not torch.equal(after_zero3["lm_head.weight"], initial["lm_head.weight"])
     for name, value in after_single.items():
         torch.testing.assert_close(after_zero3[name], value, atol=1e-6, rtol=1e-5, msg=name)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
+                    reason="DeepSpeed is not installed (pip install 'cutalign[deepspeed]')")
+def test_deepspeed_zero3_refuses_a_lora_wrapped_head(tmp_path, monkeypatch, tiny_model_dir, cut_online_dir):
+    """LoRA on lm_head under ZeRO-3 stops with the reason instead of a deadlock or a wrong update."""
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    cmd = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--no-python", str(BIN / "cutalign"),
+           *train_args(tiny_model_dir, cut_online_dir / "train-alpaca-sample-iter3.json", tmp_path / "out"),
+           "--max_steps", "1", "--use_peft", "--lora_target_modules", "q_proj", "lm_head", "--lora_r", "4",
+           "--deepspeed", str(ZERO3_CONFIG)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert result.returncode != 0
+    assert "leave lm_head out of lora_target_modules" in result.stderr
