@@ -34,7 +34,6 @@ from cutalign.data.io import read_records
 from cutalign.data.sampling import downsample_positives
 from cutalign.data.templates import ALPACA_JUDGED, ALPACA_PLAIN
 from cutalign.data.views import resolve_bos_id
-from cutalign.demo.assets import tiny_causal_lm
 
 SHARED = Path(os.environ.get("CUTALIGN_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 DEFAULT_DATA = SHARED / "data" / "cut-online" / "train-alpaca-sample-iter1.json"
@@ -329,7 +328,7 @@ def official_positions(halves: Sequence[tuple[int, int]], indices: Iterable[int]
 def cutalign_positions(spec: dict, canonical: Sequence[dict], tok: Any, mode: str, overrides: dict[str, Any],
                        ratio: float | None) -> dict[str, int]:
     """Count what ``CUTTrainer``'s own dataloader (length-grouped sampler, ContextCollator) feeds the model."""
-    model = tiny_causal_lm(len(tok), hidden_size=16, num_layers=1, num_heads=4)
+    model = m.build_model(spec, len(tok))  # the step model: the packed layout depends on its shapes
     with tempfile.TemporaryDirectory() as output_dir:
         config = m.cut_config(spec, output_dir, **({"misalign_mode": mode, "positive_ratio": ratio} | overrides))
         trainer = m.new_cut_trainer(model, config, canonical, tok)

@@ -29,23 +29,35 @@ def run(cmd: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     return result
 
 
-def test_torchrun_two_processes_give_the_one_process_update(tmp_path, tiny_model_dir, cut_online_dir):
-    """2 processes x 2 examples (gloo DDP) == 1 process x 4 examples, parameter for parameter."""
+def train_two_and_one(tmp_path: Path, model: Path, data: Path, exact: list[str], *sharding: str):
+    """`cutalign train` under torchrun with 2 processes x 2 examples (plus ``sharding`` flags), and with
+    1 process x 4 examples: the 2-process run's stderr and the (initial, 2-process, 1-process) weights."""
     from safetensors.torch import load_file
 
-    data = cut_online_dir / "train-alpaca-sample-iter3.json"
+    two, one = tmp_path / "two", tmp_path / "one"
+    result = run([str(BIN / "torchrun"), "--nproc_per_node", "2", "--no-python", str(BIN / "cutalign"),
+                  *train_args(model, data, two), *exact, *sharding], tmp_path)
+    assert "processes: 2, global batch: 4" in result.stderr
+    run([str(BIN / "cutalign"), *train_args(model, data, one), *exact, "--per_device_train_batch_size", "4"],
+        tmp_path)
+    return result.stderr, *(load_file(d / "model.safetensors") for d in (model, two, one))
+
+
+def assert_same_update(initial: dict, after: dict, reference: dict) -> None:
+    """Every parameter of ``after`` equals the 1-process ``reference``, and the LM head did move."""
+    assert set(after) == set(reference)
+    assert not torch.equal(after["lm_head.weight"], initial["lm_head.weight"])
+    for name, value in reference.items():
+        torch.testing.assert_close(after[name], value, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_torchrun_two_processes_give_the_one_process_update(tmp_path, tiny_model_dir, cut_online_dir):
+    """2 processes x 2 examples (gloo DDP) == 1 process x 4 examples, parameter for parameter."""
     exact = ["--optim", "sgd", "--learning_rate", "1.0", "--lr_scheduler_type", "constant", "--max_steps", "1",
              "--train_sampling_strategy", "sequential", "--positive_ratio", "-1", "--disable_dropout", "true"]
-    ddp, single = tmp_path / "ddp", tmp_path / "single"
-    result = run([str(BIN / "torchrun"), "--nproc_per_node", "2", "--no-python", str(BIN / "cutalign"),
-                  *train_args(tiny_model_dir, data, ddp), *exact], tmp_path)
-    assert "processes: 2, global batch: 4" in result.stderr
-    run([str(BIN / "cutalign"), *train_args(tiny_model_dir, data, single), *exact,
-         "--per_device_train_batch_size", "4"], tmp_path)
-    initial, after_ddp, after_single = (load_file(d / "model.safetensors") for d in (tiny_model_dir, ddp, single))
-    assert any(not torch.equal(after_ddp[k], initial[k]) for k in initial)
-    for name, value in after_single.items():
-        torch.testing.assert_close(after_ddp[name], value, atol=1e-6, rtol=1e-5, msg=name)
+    _, initial, after_ddp, after_single = train_two_and_one(
+        tmp_path, tiny_model_dir, cut_online_dir / "train-alpaca-sample-iter3.json", exact)
+    assert_same_update(initial, after_ddp, after_single)
 
 
 @pytest.mark.slow
@@ -79,10 +91,7 @@ def test_fsdp2_sharded_head_gives_the_one_process_update(tmp_path, tiny_model_di
     assert "processes: 2" in result.stdout
     run([sys.executable, str(WORKER), *args, str(single), misalign_mode, head, "4"], tmp_path)
     initial, after_fsdp, after_single = (load_file(p) for p in (tiny_model_dir / "model.safetensors", sharded, single))
-    assert set(after_fsdp) == set(after_single)
-    assert not torch.equal(after_fsdp["lm_head.weight"], initial["lm_head.weight"])
-    for name, value in after_single.items():
-        torch.testing.assert_close(after_fsdp[name], value, atol=1e-6, rtol=1e-5, msg=name)
+    assert_same_update(initial, after_fsdp, after_single)
 
 
 # The shipped config. It has no train_batch_size: transformers loads the model under zero.Init before
@@ -100,26 +109,16 @@ def test_deepspeed_zero3_gives_the_one_process_update(tmp_path, monkeypatch, tin
     x 2 examples == 1 process x 4 examples. One of the 4 examples is negative, so in fake_positive mode one
     process runs an empty no-grad pass; with 64-row chunks the processes also run different numbers of
     chunks, which deadlocks unless the head is gathered once per pass rather than in each chunk."""
-    from safetensors.torch import load_file
-
     monkeypatch.setenv("DS_ACCELERATOR", "cpu")
-    data = cut_online_dir / "train-alpaca-sample-iter3.json"
     # Two steps: the second runs with ZeRO-3's recorded parameter trace (prefetching). No clipping: the
     # second step's gradient norm is above 1, and torch's fp32 norm (the reference) is 6e-5 off DeepSpeed's.
     exact = ["--optim", "sgd", "--learning_rate", "1.0", "--lr_scheduler_type", "constant", "--max_steps", "2",
              "--max_grad_norm", "0", "--train_sampling_strategy", "sequential", "--positive_ratio", "-1",
              "--disable_dropout", "true", "--misalign_mode", misalign_mode, "--logprob_chunk_size", "64"]
-    zero3, single = tmp_path / "zero3", tmp_path / "single"
-    result = run([str(BIN / "torchrun"), "--nproc_per_node", "2", "--no-python", str(BIN / "cutalign"),
-                  *train_args(tiny_model_dir, data, zero3), *exact, "--deepspeed", str(ZERO3_CONFIG)], tmp_path)
-    assert "processes: 2, global batch: 4" in result.stderr
-    run([str(BIN / "cutalign"), *train_args(tiny_model_dir, data, single), *exact,
-         "--per_device_train_batch_size", "4"], tmp_path)
-    initial, after_zero3, after_single = (load_file(d / "model.safetensors") for d in (tiny_model_dir, zero3, single))
-    assert set(after_zero3) == set(after_single)
-    assert not torch.equal(after_zero3["lm_head.weight"], initial["lm_head.weight"])
-    for name, value in after_single.items():
-        torch.testing.assert_close(after_zero3[name], value, atol=1e-6, rtol=1e-5, msg=name)
+    _, initial, after_zero3, after_single = train_two_and_one(
+        tmp_path, tiny_model_dir, cut_online_dir / "train-alpaca-sample-iter3.json", exact,
+        "--deepspeed", str(ZERO3_CONFIG))
+    assert_same_update(initial, after_zero3, after_single)
 
 
 @pytest.mark.slow

@@ -71,20 +71,27 @@ def pack(lengths: Sequence[int], row_length: RowLength, pair_cost: float = 0.0) 
     return first_fit_decreasing(lengths, max(row_length, max(lengths)))
 
 
-def _cheapest(lengths: Sequence[int], pair_cost: float) -> list[list[int]]:
-    """The row count whose first-fit-decreasing layout costs least (ties: fewer rows)."""
-    total, longest = sum(lengths), max(lengths)
+def _cheapest(lengths: Sequence[int], pair_cost: float, counts: int = 32, grid: int = 64) -> list[list[int]]:
+    """The first-fit-decreasing layout that costs least over candidate row capacities (ties: the smaller).
+
+    Candidates: the capacities that would exactly fit up to ``counts`` row counts (all of them for a pass
+    of at most ``counts`` sequences), and ``grid`` even steps from the longest sequence to the cap: a
+    capacity between two row counts can fill the rows better than either. About 2 ms for a pass of
+    16 sequences, 40 ms for 192.
+    """
+    total, longest, count = sum(lengths), max(lengths), len(lengths)
+    top = min(total, max(AUTO_ROW_CAP, longest))
+    row_counts = {1 + (count - 1) * step // counts for step in range(counts + 1)}
+    capacities = {max(longest, -(-total // rows)) for rows in row_counts}
+    capacities |= {longest + (top - longest) * step // grid for step in range(grid + 1)}
     best: tuple[float, list[list[int]]] | None = None
-    for rows in range(1, len(lengths) + 1):
-        capacity = max(longest, -(-total // rows))
-        if capacity > max(AUTO_ROW_CAP, longest):
-            continue
+    for capacity in sorted(c for c in capacities if c <= top):
         bins = first_fit_decreasing(lengths, capacity)
         width = max(sum(lengths[i] for i in members) for members in bins)
         cost = len(bins) * width * (1 + pair_cost * width)
         if best is None or cost < best[0]:
             best = (cost, bins)
-    assert best is not None  # rows = len(lengths) always fits: capacity = longest
+    assert best is not None  # the longest sequence's own length is always a candidate
     return best[1]
 
 
