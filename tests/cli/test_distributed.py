@@ -38,6 +38,7 @@ def train_two_and_one(tmp_path: Path, model: Path, data: Path, exact: list[str],
     result = run([str(BIN / "torchrun"), "--nproc_per_node", "2", "--no-python", str(BIN / "cutalign"),
                   *train_args(model, data, two), *exact, *sharding], tmp_path)
     assert "processes: 2, global batch: 4" in result.stderr
+    assert result.stderr.count("model written to") == 1, result.stderr[-2000:]
     run([str(BIN / "cutalign"), *train_args(model, data, one), *exact, "--per_device_train_batch_size", "4"],
         tmp_path)
     return result.stderr, *(load_file(d / "model.safetensors") for d in (model, two, one))

@@ -112,6 +112,8 @@ def _run(method: str, run_args: RunArguments, config: Any, model_args: Any) -> N
         )
     except (DataError, ValueError, TypeError, OSError) as err:
         _fail(str(err))
+    if config.process_index != 0:  # under torchrun every process returns here; one says so
+        return
     if result.resumed_from:
         console.print(f"resumed from {result.resumed_from}")
     loss = result.metrics.get("train_loss", float("nan"))
