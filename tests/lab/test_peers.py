@@ -85,7 +85,7 @@ def test_a_second_run_computes_no_unit(tiny_run, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("a unit was recomputed")
 
-    for module, name in ((peers, "train_method"), (peers, "train_sdft"), (offline, "prepare"), (offline, "_base")):
+    for module, name in ((peers, "train_method"), (peers, "train_sdft"), (offline, "prepare"), (offline, "base_run")):
         monkeypatch.setattr(module, name, fail)
     assert peers.run(replace(ctx)).to_dict() == result.to_dict()
 
